@@ -1,0 +1,1 @@
+"""Task recipes shipped with the package (the repository's top-level `recipes/`)."""

@@ -1,0 +1,240 @@
+"""Transformer building blocks: attention, feed-forward, positions, encoder and decoder layers.
+
+Each class implements one equation of "Attention Is All You Need" (Vaswani et al., 2017);
+`docs/architecture.md` puts them side by side. Tensors are batch-first throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seq2seq.cache import LayerCache
+from seq2seq.config import Activation, ModelConfig, NormPlacement
+
+
+def padding_to_attention_mask(pad_mask: Tensor | None) -> Tensor | None:
+    """(batch, key_len) True at padding -> (batch, 1, 1, key_len) True where attention is allowed.
+
+    The result broadcasts over heads and query positions, in the boolean convention of
+    `scaled_dot_product_attention` (True = this key takes part).
+    """
+    if pad_mask is None:
+        return None
+    return ~pad_mask[:, None, None, :]
+
+
+def causal_mask(query_len: int, key_len: int, device: torch.device) -> Tensor:
+    """(query_len, key_len) True where query i may see key j: j <= i + (key_len - query_len).
+
+    Queries are the last `query_len` positions of the key sequence (bottom-right aligned), which
+    covers teacher forcing (query_len == key_len) and cached decoding (query_len < key_len).
+    """
+    return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril(key_len - query_len)
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+    head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
+
+    One module serves encoder self-attention, decoder masked self-attention and cross-attention:
+    the caller projects keys/values with `project_kv` (so a cache can keep them) and passes them
+    in. Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head)) V is computed by
+    `torch.nn.functional.scaled_dot_product_attention`, whose default scale is 1 / sqrt(d_head).
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.d_head = d_model // heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(batch, len, d_model) -> (batch, heads, len, d_head)."""
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.heads, self.d_head).transpose(1, 2)
+
+    def project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of `source` (batch, len, d_model), each (batch, heads, len, d_head)."""
+        return self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
+
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        attn_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        """Attend from `query` (batch, q_len, d_model) to projected keys/values.
+
+        attn_mask: boolean, True where attention is allowed, broadcastable to
+        (batch, heads, q_len, k_len). causal: hide keys after each query's own position.
+        """
+        q = self.split_heads(self.q_proj(query))  # (batch, heads, q_len, d_head)
+        q_len, k_len = q.shape[2], keys.shape[2]
+        is_causal = False
+        if causal and q_len > 1:  # a single newest query may see every cached key
+            if attn_mask is None and q_len == k_len:
+                is_causal = True  # SDPA's fused causal path
+            else:
+                mask = causal_mask(q_len, k_len, q.device)
+                attn_mask = mask if attn_mask is None else attn_mask & mask
+        out = F.scaled_dot_product_attention(
+            q,
+            keys,
+            values,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )  # (batch, heads, q_len, d_head)
+        batch = out.shape[0]
+        out = out.transpose(1, 2).reshape(batch, q_len, self.heads * self.d_head)
+        return self.out_proj(out)
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = act(x W_1 + b_1) W_2 + b_2, applied to each position separately."""
+
+    def __init__(self, d_model: int, ffn_dim: int, activation: Activation, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, d_model)
+        self.activation = F.relu if activation == Activation.relu else F.gelu
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+
+
+class SinusoidalPositions(nn.Module):
+    """PE(pos, i) = sin(pos / 10000^(2i/d)), PE(pos, d/2 + i) = cos(pos / 10000^(2i/d)).
+
+    The paper interleaves sin and cos; like tensor2tensor, fairseq and Marian we put the sines in
+    the first half and the cosines in the second (the same functions, permuted dimensions). The
+    table is a non-persistent buffer: it is not a parameter and not saved in checkpoints.
+    """
+
+    def __init__(self, max_positions: int, d_model: int) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(max_positions, d_model), persistent=False)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        """Encodings of positions offset..offset+length-1: (length, d_model)."""
+        check_position_range(length, offset, self.table.shape[0])
+        return self.table[offset : offset + length]
+
+
+def sinusoidal_table(max_positions: int, d_model: int) -> Tensor:
+    """The (max_positions, d_model) table of sinusoidal position encodings."""
+    half = d_model // 2
+    positions = torch.arange(max_positions, dtype=torch.float64)[:, None]
+    frequencies = torch.pow(10000.0, -2.0 * torch.arange(half, dtype=torch.float64) / d_model)
+    angles = positions * frequencies  # (max_positions, half)
+    table = torch.zeros(max_positions, d_model, dtype=torch.float64)
+    table[:, :half] = torch.sin(angles)
+    table[:, half : 2 * half] = torch.cos(angles)  # an odd d_model leaves the last column 0
+    return table.float()
+
+
+class LearnedPositions(nn.Module):
+    """One trained vector per position."""
+
+    def __init__(self, max_positions: int, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_positions, d_model))
+        nn.init.normal_(self.weight, std=d_model**-0.5)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        check_position_range(length, offset, self.weight.shape[0])
+        return self.weight[offset : offset + length]
+
+
+def check_position_range(length: int, offset: int, max_positions: int) -> None:
+    if offset + length > max_positions:
+        raise ValueError(
+            f"sequence of {offset + length} positions exceeds model.max_positions="
+            f"{max_positions}; shorten the input or train with a larger model.max_positions"
+        )
+
+
+class SublayerConnection(nn.Module):
+    """The residual connection around one sublayer, with its LayerNorm placed post or pre.
+
+    post (the paper's): x = LayerNorm(x + Dropout(sublayer(x)))
+    pre:                x = x + Dropout(sublayer(LayerNorm(x)))
+    """
+
+    def __init__(self, d_model: int, norm: NormPlacement, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = norm == NormPlacement.pre
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Bidirectional self-attention, then the feed-forward block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_attn_block = SublayerConnection(cfg.d_model, cfg.norm, cfg.dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.activation_dropout)
+        self.ffn_block = SublayerConnection(cfg.d_model, cfg.norm, cfg.dropout)
+
+    def forward(self, x: Tensor, src_attn_mask: Tensor | None) -> Tensor:
+        """x: (batch, src_len, d_model); src_attn_mask: (batch, 1, 1, src_len) or None."""
+        x = self.self_attn_block(
+            x, lambda h: self.self_attn(h, *self.self_attn.project_kv(h), attn_mask=src_attn_mask)
+        )
+        return self.ffn_block(x, self.ffn)
+
+
+class DecoderLayer(nn.Module):
+    """Masked (causal) self-attention, cross-attention over the encoder output, feed-forward."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_attn_block = SublayerConnection(cfg.d_model, cfg.norm, cfg.dropout)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.cross_attn_block = SublayerConnection(cfg.d_model, cfg.norm, cfg.dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.activation_dropout)
+        self.ffn_block = SublayerConnection(cfg.d_model, cfg.norm, cfg.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory_kv: tuple[Tensor, Tensor],
+        src_attn_mask: Tensor | None,
+        cache: LayerCache | None = None,
+    ) -> Tensor:
+        """x: (batch, tgt_len, d_model), the new target positions only when `cache` is given.
+
+        memory_kv: the cross-attention keys and values of the encoder output, from
+        `self.cross_attn.project_kv(memory)`, each (batch, heads, src_len, d_head).
+        """
+
+        def self_attention(h: Tensor) -> Tensor:
+            keys, values = self.self_attn.project_kv(h)
+            if cache is not None:
+                keys, values = cache.extend_self_attention(keys, values)
+            return self.self_attn(h, keys, values, causal=True)
+
+        x = self.self_attn_block(x, self_attention)
+        x = self.cross_attn_block(
+            x, lambda h: self.cross_attn(h, *memory_kv, attn_mask=src_attn_mask)
+        )
+        return self.ffn_block(x, self.ffn)

@@ -1,0 +1,45 @@
+"""Tiny deterministic models and batches shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+
+from seq2seq.config import ModelConfig
+from seq2seq.constants import PAD_ID
+from seq2seq.model import Transformer
+
+VOCAB = 50
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A 2+2-layer model small enough for exact property tests; no dropout."""
+    values = dict(
+        d_model=32,
+        heads=4,
+        encoder_layers=2,
+        decoder_layers=2,
+        ffn_dim=48,
+        dropout=0.0,
+        max_positions=64,
+        src_vocab_size=VOCAB,
+        tgt_vocab_size=VOCAB,
+    )
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def tiny_model(seed: int = 0, **overrides) -> Transformer:
+    torch.manual_seed(seed)
+    return Transformer(tiny_config(**overrides)).eval()
+
+
+def random_tokens(batch: int, length: int, seed: int) -> torch.Tensor:
+    """Ids that are never special (4..VOCAB-1)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(4, VOCAB, (batch, length), generator=generator)
+
+
+def pad_to(tokens: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-pad (batch, len) ids with PAD_ID to `length` positions."""
+    padding = torch.full((tokens.shape[0], length - tokens.shape[1]), PAD_ID)
+    return torch.cat([tokens, padding], dim=1)

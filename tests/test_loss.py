@@ -1,0 +1,72 @@
+"""Label-smoothed cross-entropy: the closed form, and padding that contributes nothing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq.loss import label_smoothed_cross_entropy
+
+PAD = 0
+
+
+def test_matches_the_closed_form_on_a_small_example():
+    # One token, vocabulary of 4, logits chosen so the probabilities are exact: p = (1, 1, 2, 4)/8.
+    logits = torch.log(torch.tensor([[1.0, 1.0, 2.0, 4.0]]))
+    target = torch.tensor([2])
+    eps = 0.1
+    p = [1 / 8, 1 / 8, 2 / 8, 4 / 8]
+    nll = -math.log(p[2])
+    # q = (1 - eps) one_hot(2) + eps / 4 on every class
+    expected = -sum(((1 - eps) * (v == 2) + eps / 4) * math.log(p[v]) for v in range(4))
+    out = label_smoothed_cross_entropy(logits, target, smoothing=eps, pad_id=PAD)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert out.nll.item() == pytest.approx(nll, rel=1e-6)
+    assert out.tokens.item() == 1
+
+
+def test_without_smoothing_loss_is_the_nll():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=generator)
+    target = torch.randint(1, 7, (2, 5), generator=generator)
+    out = label_smoothed_cross_entropy(logits, target, smoothing=0.0, pad_id=PAD)
+    torch.testing.assert_close(out.loss, out.nll)
+    expected = F.cross_entropy(logits.view(-1, 7), target.view(-1), reduction="sum")
+    torch.testing.assert_close(out.nll, expected)
+
+
+def test_agrees_with_torch_label_smoothing_and_ignore_index():
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 6, 11, generator=generator)
+    target = torch.randint(1, 11, (3, 6), generator=generator)
+    target[0, 4:] = PAD
+    target[2, 1:] = PAD
+    out = label_smoothed_cross_entropy(logits, target, smoothing=0.2, pad_id=PAD)
+    expected = F.cross_entropy(
+        logits.view(-1, 11), target.view(-1), label_smoothing=0.2, ignore_index=PAD, reduction="sum"
+    )
+    torch.testing.assert_close(out.loss, expected)
+    assert out.tokens.item() == int((target != PAD).sum())
+
+
+def test_padding_contributes_nothing_whatever_its_logits():
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(1, 4, 9, generator=generator)
+    target = torch.tensor([[5, 6, 7, 3]])
+    reference = label_smoothed_cross_entropy(logits, target, smoothing=0.1, pad_id=PAD)
+    padded_logits = torch.cat([logits, 1e4 * torch.randn(1, 3, 9, generator=generator)], dim=1)
+    padded_target = torch.cat([target, torch.full((1, 3), PAD)], dim=1)
+    padded = label_smoothed_cross_entropy(padded_logits, padded_target, smoothing=0.1, pad_id=PAD)
+    for a, b in zip(reference, padded, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_padding_positions_get_no_gradient():
+    logits = torch.randn(1, 3, 5, requires_grad=True)
+    target = torch.tensor([[4, PAD, PAD]])
+    label_smoothed_cross_entropy(logits, target, smoothing=0.1, pad_id=PAD).loss.backward()
+    assert logits.grad[0, 1:].abs().sum() == 0
+    assert logits.grad[0, 0].abs().sum() > 0

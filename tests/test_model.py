@@ -1,0 +1,157 @@
+"""The Transformer as a whole: cached decoding, embedding tying, gradients, sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import pad_to, random_tokens, tiny_config, tiny_model
+
+from seq2seq.config import ModelConfig
+from seq2seq.constants import PAD_ID
+from seq2seq.loss import label_smoothed_cross_entropy
+from seq2seq.model import Transformer, count_parameters
+
+ARCHITECTURES = [
+    dict(norm="post", positions="sinusoidal"),
+    dict(norm="pre", positions="sinusoidal"),
+    dict(norm="pre", positions="learned", activation="gelu", tie_embeddings="none"),
+]
+
+
+def padded_batch():
+    """Three sources of different lengths, right-padded, and their target prefixes."""
+    sources = [random_tokens(1, n, seed=40 + n) for n in (7, 4, 6)]
+    src = torch.cat([pad_to(s, 7) for s in sources])
+    tgt = random_tokens(3, 8, seed=41)
+    return src, src == PAD_ID, tgt
+
+
+def decode_incrementally(model, src, src_pad_mask, tgt, reorder_at=None, index=None):
+    """Logits from decode_step, one position at a time; optionally reorder the cache midway."""
+    cache = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
+    steps = []
+    for t in range(tgt.shape[1]):
+        if t == reorder_at:
+            cache.reorder(index)
+            tgt = tgt[index]
+            steps = [step[index] for step in steps]
+        steps.append(model.decode_step(tgt[:, t], cache))
+    return torch.stack(steps, dim=1)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: "-".join(a.values()))
+def test_cached_decode_step_reproduces_full_forward(architecture):
+    model = tiny_model(**architecture)
+    src, src_pad_mask, tgt = padded_batch()
+    with torch.no_grad():
+        full = model(src, src_pad_mask, tgt)
+        incremental = decode_incrementally(model, src, src_pad_mask, tgt)
+    assert (incremental - full).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: "-".join(a.values()))
+def test_cache_reorder_moves_every_state_with_its_row(architecture):
+    """Reorder like a beam search would: repeat, drop and permute rows midway through."""
+    model = tiny_model(**architecture)
+    src, src_pad_mask, tgt = padded_batch()
+    index = torch.tensor([2, 0, 0, 1])
+    with torch.no_grad():
+        expected = model(src[index], src_pad_mask[index], tgt[index])
+        incremental = decode_incrementally(model, src, src_pad_mask, tgt, reorder_at=3, index=index)
+    assert (incremental - expected).abs().max().item() <= 1e-5
+
+
+def test_cache_grows_by_one_position_per_step_and_keeps_cross_attention_fixed():
+    model = tiny_model()
+    src, src_pad_mask, tgt = padded_batch()
+    cache = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
+    cross_keys = cache.layers[0].cross_keys
+    for t in range(3):
+        assert cache.steps == t
+        model.decode_step(tgt[:, t], cache)
+    assert cache.layers[-1].self_keys.shape == (3, 4, 3, 8)  # (batch, heads, steps, d_head)
+    assert cache.layers[0].cross_keys is cross_keys
+
+
+def test_tie_all_shares_one_matrix_for_three_embeddings():
+    model = tiny_model(tie_embeddings="all")
+    encoder = model.encoder.embedder.embed_tokens.weight
+    decoder = model.decoder.embedder.embed_tokens.weight
+    assert encoder is decoder is model.output_projection.weight
+    assert encoder.data_ptr() == model.output_projection.weight.data_ptr()
+
+
+def test_tie_decoder_shares_decoder_input_and_output_only():
+    model = tiny_model(tie_embeddings="decoder")
+    decoder = model.decoder.embedder.embed_tokens.weight
+    assert decoder.data_ptr() == model.output_projection.weight.data_ptr()
+    assert model.encoder.embedder.embed_tokens.weight.data_ptr() != decoder.data_ptr()
+
+
+def test_tie_none_keeps_three_matrices():
+    model = tiny_model(tie_embeddings="none")
+    pointers = {
+        model.encoder.embedder.embed_tokens.weight.data_ptr(),
+        model.decoder.embedder.embed_tokens.weight.data_ptr(),
+        model.output_projection.weight.data_ptr(),
+    }
+    assert len(pointers) == 3
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: "-".join(a.values()))
+def test_every_parameter_receives_a_gradient(architecture):
+    model = tiny_model(**architecture).train()
+    src, src_pad_mask, tgt = padded_batch()
+    logits = model(src, src_pad_mask, tgt)
+    label_smoothed_cross_entropy(logits, tgt, smoothing=0.1, pad_id=PAD_ID).loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_padding_embedding_starts_at_zero():
+    model = tiny_model()
+    assert model.decoder.embedder.embed_tokens.weight[PAD_ID].abs().sum() == 0
+
+
+def expected_parameter_count(cfg: ModelConfig) -> int:
+    """The closed form of the architecture's size, independent of the module code."""
+    d, f = cfg.d_model, cfg.ffn_dim
+    attention = 4 * (d * d + d)
+    ffn = d * f + f + d * f + d
+    norm = 2 * d
+    encoder_layer = attention + ffn + 2 * norm
+    decoder_layer = 2 * attention + ffn + 3 * norm
+    matrices = {"all": 1, "decoder": 2, "none": 3}[cfg.tie_embeddings.value]
+    embeddings = matrices * cfg.tgt_vocab_size * d
+    final_norms = 2 * norm if cfg.norm.value == "pre" else 0
+    positions = 2 * cfg.max_positions * d if cfg.positions.value == "learned" else 0
+    return (
+        cfg.encoder_layers * encoder_layer
+        + cfg.decoder_layers * decoder_layer
+        + embeddings
+        + final_norms
+        + positions
+    )
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: "-".join(a.values()))
+def test_parameter_count_matches_the_closed_form(architecture):
+    cfg = tiny_config(**architecture)
+    assert count_parameters(Transformer(cfg)) == expected_parameter_count(cfg)
+
+
+def test_positions_beyond_max_positions_are_a_clear_error():
+    model = tiny_model(max_positions=8)
+    with pytest.raises(ValueError, match="max_positions=8"):
+        model.encode(random_tokens(1, 9, seed=1), None)
+
+
+def test_dropout_is_active_in_training_and_off_in_eval():
+    model = tiny_model(dropout=0.3)
+    src, src_pad_mask, tgt = padded_batch()
+    with torch.no_grad():
+        eval_logits = model(src, src_pad_mask, tgt)
+        torch.testing.assert_close(model(src, src_pad_mask, tgt), eval_logits)
+        model.train()
+        assert not torch.allclose(model(src, src_pad_mask, tgt), eval_logits)
