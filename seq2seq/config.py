@@ -107,11 +107,86 @@ class ModelConfig:
                 )
 
 
+class DataSource(str, Enum):
+    multi30k = "multi30k"  # the official raw files: data.root (local copy) or a download
+    hub = "hub"  # a Hugging Face dataset with the `translation` schema (hub name or local dir)
+    files = "files"  # local files: plain-text pairs, TSV or JSONL
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel corpus comes from, and how the training split is cleaned."""
+
+    source: DataSource = DataSource.multi30k
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    # Each split is a split name (multi30k, hub) or a path (files): `corpus.{lang}.gz` for a
+    # pair of line-aligned plain-text files, `corpus.tsv` (source<TAB>target), `corpus.jsonl`.
+    train: str = "train"
+    valid: str = "val"
+    test: str = "test_2016_flickr"
+    root: str | None = None  # multi30k: directory with a local copy of the raw files
+    name: str | None = None  # hub: dataset name (wmt/wmt14) or a local dataset directory
+    subset: str | None = None  # hub: the dataset's config, e.g. de-en
+    cache_dir: str | None = None  # downloads and encoded splits; None = the usual caches
+    num_proc: int = 2  # processes that encode the corpus
+    # Cleaning, training split only (validation and test data are never filtered or reordered)
+    min_length: int = 1  # subword tokens per side (pairs with an empty side are always dropped)
+    max_length: int = 250  # subword tokens per side
+    max_length_ratio: float = 3.0  # longer side / shorter side, in subword tokens
+
+    def __post_init__(self) -> None:
+        self.source = DataSource(self.source)
+        if self.src_lang == self.tgt_lang:
+            raise ConfigError(f"data.src_lang and data.tgt_lang are both '{self.src_lang}'")
+        if self.min_length < 1 or self.max_length < self.min_length:
+            raise ConfigError(
+                f"need 1 <= data.min_length ({self.min_length}) <= data.max_length "
+                f"({self.max_length})"
+            )
+        if self.max_length_ratio < 1:
+            raise ConfigError(f"data.max_length_ratio must be >= 1, got {self.max_length_ratio}")
+        if self.num_proc < 1:
+            raise ConfigError(f"data.num_proc must be at least 1, got {self.num_proc}")
+
+
+class SubwordModel(str, Enum):
+    unigram = "unigram"
+    bpe = "bpe"
+
+
+@dataclass
+class TokenizerConfig:
+    """SentencePiece training options."""
+
+    joint: bool = True  # one model for both languages (needed for model.tie_embeddings=all)
+    model_type: SubwordModel = SubwordModel.unigram
+    vocab_size: int = 8000
+    character_coverage: float = 1.0  # 0.9995 for languages with very large alphabets
+    byte_fallback: bool = True  # unseen characters become UTF-8 bytes instead of <unk>
+    sample_size: int = 2_000_000  # sentences sampled for training (bounded memory and time)
+    sampling_alpha: float = 0.0  # subword regularisation during training; 0 = off
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        self.model_type = SubwordModel(self.model_type)
+        if self.vocab_size < 8:
+            raise ConfigError(f"tokenizer.vocab_size must be at least 8, got {self.vocab_size}")
+        if not 0 < self.character_coverage <= 1:
+            raise ConfigError(
+                f"tokenizer.character_coverage must be in (0, 1], got {self.character_coverage}"
+            )
+        if self.sample_size < 1:
+            raise ConfigError(f"tokenizer.sample_size must be positive, got {self.sample_size}")
+
+
 @dataclass
 class Config:
     """The root config that every command composes."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
 
 def register_configs() -> None:
@@ -119,3 +194,5 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     store.store(group="model", name="schema", node=ModelConfig)
+    store.store(group="data", name="schema", node=DataConfig)
+    store.store(group="tokenizer", name="schema", node=TokenizerConfig)

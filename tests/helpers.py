@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import itertools
+import os
+from pathlib import Path
+
 import torch
 
 from seq2seq.config import ModelConfig
@@ -43,3 +48,21 @@ def pad_to(tokens: torch.Tensor, length: int) -> torch.Tensor:
     """Right-pad (batch, len) ids with PAD_ID to `length` positions."""
     padding = torch.full((tokens.shape[0], length - tokens.shape[1]), PAD_ID)
     return torch.cat([tokens, padding], dim=1)
+
+
+def multi30k_root() -> Path | None:
+    """The local Multi30k copy: $SEQ2SEQ_MULTI30K, else ../shared/data/multi30k next to the repo."""
+    candidates = [
+        os.environ.get("SEQ2SEQ_MULTI30K"),
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k",
+    ]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "train.en.gz").is_file():
+            return Path(candidate)
+    return None
+
+
+def read_gz_lines(path: Path, limit: int | None = None) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as stream:
+        lines = (line.rstrip("\n") for line in stream)
+        return list(itertools.islice(lines, limit))

@@ -1,0 +1,176 @@
+"""SentencePiece tokenizers: train from the training split, save with the run, load and check.
+
+One joint model for both languages (the default, needed for `tie_embeddings: all`) or one model
+per language. Special ids are fixed for every model: pad 0, unk 1, bos 2, eos 3. The model files
+are saved with their SHA-256 in `tokenizer.json`, and loading verifies them, so a checkpoint can
+never be paired with the wrong vocabulary silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import sentencepiece as spm
+
+from seq2seq.config import TokenizerConfig
+from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.errors import UserError
+
+MANIFEST = "tokenizer.json"
+SIDES = ("src", "tgt")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same directory, then rename over `path`."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def train_sentencepiece(sentences: Iterator[str], cfg: TokenizerConfig) -> bytes:
+    """Train one SentencePiece model on `sentences`; returns the serialized model."""
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=sentences,
+            model_writer=model,
+            model_type=cfg.model_type.value,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            byte_fallback=cfg.byte_fallback,
+            input_sentence_size=cfg.sample_size,
+            shuffle_input_sentence=True,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_piece="<pad>",
+            unk_piece="<unk>",
+            bos_piece="<s>",
+            eos_piece="</s>",
+            num_threads=cfg.threads,
+            minloglevel=2,
+        )
+    except RuntimeError as error:
+        message = str(error).strip().splitlines()[-1]
+        raise UserError(f"SentencePiece training failed: {message} (see tokenizer.vocab_size)") from None
+    return model.getvalue()
+
+
+def check_special_ids(processor: spm.SentencePieceProcessor, name: str) -> None:
+    found = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
+    if found != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        raise UserError(
+            f"{name} has special ids pad/unk/bos/eos = {found}; seq2seq needs "
+            f"{(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}: retrain it with seq2seq"
+        )
+
+
+class Tokenizer:
+    """Source and target SentencePiece processors (the same object when joint)."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        """files: side ("src", "tgt") -> model file; joint when both name the same file."""
+        self.files = files
+        loaded: dict[Path, spm.SentencePieceProcessor] = {}
+        for path in files.values():
+            if path not in loaded:
+                loaded[path] = spm.SentencePieceProcessor(model_file=str(path))
+                check_special_ids(loaded[path], path.name)
+        self.processors = {side: loaded[path] for side, path in files.items()}
+
+    @property
+    def joint(self) -> bool:
+        return self.files["src"] == self.files["tgt"]
+
+    def vocab_size(self, side: str) -> int:
+        return self.processors[side].get_piece_size()
+
+    def sha256(self) -> dict[str, str]:
+        """File name -> SHA-256 of every model file."""
+        return {path.name: sha256_file(path) for path in set(self.files.values())}
+
+    def fingerprint(self) -> str:
+        """One hash for the whole tokenizer (both sides), for cache keys."""
+        hashes = self.sha256()
+        parts = [f"{side}={hashes[self.files[side].name]}" for side in SIDES]
+        return hashlib.sha256(";".join(parts).encode()).hexdigest()
+
+    def encode(self, texts: list[str], side: str, sampling_alpha: float = 0.0) -> list[list[int]]:
+        """Subword ids without bos/eos. sampling_alpha > 0 samples a segmentation (subword
+        regularisation for unigram models, BPE-dropout probability for BPE models)."""
+        processor = self.processors[side]
+        if sampling_alpha > 0:
+            return processor.encode(
+                texts, enable_sampling=True, alpha=sampling_alpha, nbest_size=-1
+            )
+        return processor.encode(texts)
+
+    def decode(self, ids: Iterable[list[int]], side: str) -> list[str]:
+        """Detokenised text; padding, bos and eos ids are dropped."""
+        special = {PAD_ID, BOS_ID, EOS_ID}
+        return self.processors[side].decode([[i for i in row if i not in special] for row in ids])
+
+    def normalize(self, text: str, side: str) -> str:
+        """The text as the tokenizer sees it (NFKC, whitespace collapsed): what decoding gives."""
+        return self.processors[side].normalize(text).replace("\u2581", " ").strip()
+
+    def save_manifest(self, directory: Path) -> None:
+        manifest = {
+            "joint": self.joint,
+            "files": {side: self.files[side].name for side in SIDES},
+            "sha256": self.sha256(),
+        }
+        write_atomically(directory / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Tokenizer:
+        """Load the tokenizer saved in `directory`, verifying every file's SHA-256."""
+        directory = Path(directory)
+        manifest_path = directory / MANIFEST
+        if not manifest_path.is_file():
+            raise UserError(f"no tokenizer in {directory}: {MANIFEST} is missing")
+        manifest = json.loads(manifest_path.read_text())
+        for name, expected in manifest["sha256"].items():
+            path = directory / name
+            if not path.is_file():
+                raise UserError(f"tokenizer file {path} is missing")
+            if sha256_file(path) != expected:
+                raise UserError(
+                    f"tokenizer file {path} does not match the SHA-256 recorded in "
+                    f"{manifest_path}: it is not the vocabulary this run was trained with"
+                )
+        return cls({side: directory / manifest["files"][side] for side in SIDES})
+
+    @classmethod
+    def train(
+        cls, cfg: TokenizerConfig, texts: dict[str, Iterable[str]], directory: Path
+    ) -> Tokenizer:
+        """Train on the training texts of each side ("src", "tgt") and save into `directory`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if cfg.joint:
+            path = directory / "spm.model"
+            write_atomically(path, train_sentencepiece(chain_sides(texts), cfg))
+            files = {side: path for side in SIDES}
+        else:
+            files = {}
+            for side in SIDES:
+                files[side] = directory / f"spm.{side}.model"
+                write_atomically(files[side], train_sentencepiece(iter(texts[side]), cfg))
+        tokenizer = cls(files)
+        tokenizer.save_manifest(directory)
+        return tokenizer
+
+
+def chain_sides(texts: dict[str, Iterable[str]]) -> Iterator[str]:
+    for side in SIDES:
+        yield from texts[side]
