@@ -62,7 +62,8 @@ def train_sentencepiece(sentences: Iterator[str], cfg: TokenizerConfig) -> bytes
         )
     except RuntimeError as error:
         message = str(error).strip().splitlines()[-1]
-        raise UserError(f"SentencePiece training failed: {message} (see tokenizer.vocab_size)") from None
+        hint = "(see tokenizer.vocab_size)"
+        raise UserError(f"SentencePiece training failed: {message} {hint}") from None
     return model.getvalue()
 
 
