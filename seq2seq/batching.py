@@ -54,12 +54,20 @@ class Batch:
 
 def pad_rows(rows: Sequence[Sequence[int]], prefix: list[int], suffix: list[int]) -> Tensor:
     """(len(rows), longest + extras) long tensor of prefix + row + suffix, right-padded."""
-    width = max(len(row) for row in rows) + len(prefix) + len(suffix)
-    out = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
-    for i, row in enumerate(rows):
-        values = prefix + list(row) + suffix
-        out[i, : len(values)] = torch.tensor(values, dtype=torch.long)
-    return out
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    extra = len(prefix) + len(suffix)
+    out = np.full((len(rows), int(lengths.max(initial=0)) + extra), PAD_ID, dtype=np.int64)
+    if prefix:
+        out[:, : len(prefix)] = prefix
+    flat = np.fromiter(
+        (token for row in rows for token in row), dtype=np.int64, count=int(lengths.sum())
+    )
+    row_of_token = np.repeat(np.arange(len(rows)), lengths)
+    column_of_token = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[row_of_token, column_of_token + len(prefix)] = flat
+    for k, token in enumerate(suffix):
+        out[np.arange(len(rows)), lengths + len(prefix) + k] = token
+    return torch.from_numpy(out)
 
 
 def collate(
@@ -183,15 +191,41 @@ class TokenBudgetSampler:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
-def sampler_for(encoded: datasets.Dataset, max_tokens: int, **kwargs) -> TokenBudgetSampler:
-    """A sampler over an encoded split (columns src_ids, tgt_ids)."""
-    return TokenBudgetSampler(
-        token_lengths(encoded, "src_ids"), token_lengths(encoded, "tgt_ids"), max_tokens, **kwargs
-    )
+@dataclass
+class EncodedSplit:
+    """An encoded split (columns id, src_ids, tgt_ids), the rows in use and their lengths.
 
+    The sampler works on positions 0..len-1 of `rows`; `batch` maps them to dataset rows.
+    """
 
-def iterate_batches(encoded: datasets.Dataset, sampler: TokenBudgetSampler) -> Iterator[Batch]:
-    """Batches in the sampler's order (resumable through the sampler's state)."""
-    for indices in sampler:
-        rows = encoded[indices.tolist()]
-        yield collate(rows["id"], rows["src_ids"], rows["tgt_ids"])
+    dataset: datasets.Dataset
+    rows: np.ndarray  # dataset rows in use (all of them, or those kept by cleaning)
+    src_lengths: np.ndarray  # subword tokens, per row in use
+    tgt_lengths: np.ndarray
+
+    @classmethod
+    def from_dataset(
+        cls, dataset: datasets.Dataset, rows: np.ndarray | None = None
+    ) -> EncodedSplit:
+        rows = np.arange(len(dataset)) if rows is None else np.asarray(rows)
+        return cls(
+            dataset,
+            rows,
+            token_lengths(dataset, "src_ids")[rows],
+            token_lengths(dataset, "tgt_ids")[rows],
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def sampler(self, max_tokens: int, **kwargs) -> TokenBudgetSampler:
+        return TokenBudgetSampler(self.src_lengths, self.tgt_lengths, max_tokens, **kwargs)
+
+    def batch(self, positions: np.ndarray) -> Batch:
+        rows = self.dataset[self.rows[positions].tolist()]
+        return collate(rows["id"], rows["src_ids"], rows["tgt_ids"])
+
+    def batches(self, sampler: TokenBudgetSampler) -> Iterator[Batch]:
+        """Batches in the sampler's order (resumable through the sampler's state)."""
+        for positions in sampler:
+            yield self.batch(positions)

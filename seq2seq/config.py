@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from importlib.resources import files
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from seq2seq.constants import PAD_ID
 from seq2seq.errors import ConfigError
@@ -180,6 +182,118 @@ class TokenizerConfig:
             raise ConfigError(f"tokenizer.sample_size must be positive, got {self.sample_size}")
 
 
+class OptimizerName(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+
+
+class Schedule(str, Enum):
+    inverse_sqrt = "inverse_sqrt"  # linear warm-up to optim.lr, then lr * sqrt(warmup / step)
+    noam = "noam"  # the paper's: optim.lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    cosine = "cosine"  # linear warm-up, then cosine decay to optim.min_lr at train.max_steps
+    constant = "constant"  # linear warm-up, then optim.lr
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    optimizer: OptimizerName = OptimizerName.adam
+    lr: float = 5e-4  # peak learning rate (for noam: the factor in front of the formula)
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.inverse_sqrt
+    warmup_steps: int = 4000
+    min_lr: float = 0.0  # cosine only: the final learning rate
+
+    def __post_init__(self) -> None:
+        self.optimizer = OptimizerName(self.optimizer)
+        self.schedule = Schedule(self.schedule)
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast to bfloat16 (CPU with AVX-512 BF16 / AMX, and CUDA)
+    fp16 = "fp16"  # autocast to float16 with loss scaling (CUDA only)
+
+
+class StopMetric(str, Enum):
+    bleu = "bleu"
+    loss = "loss"
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    seed: int = 1
+    max_tokens: int = 4096  # tokens per batch per process, padding included
+    accumulate: int = 1  # batches per optimizer step
+    max_steps: int = 0  # optimizer steps; 0 = no limit
+    max_epochs: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # wall-clock budget; 0 = no limit
+    label_smoothing: float = 0.1
+    clip_norm: float = 0.0  # gradient clipping by global norm; 0 = off
+    precision: Precision = Precision.fp32
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
+    threads: int = 0  # torch threads on CPU; 0 = torch's default
+    log_every: int = 50  # steps between progress-bar and metrics.jsonl updates
+    validate_every: int = 1000  # steps between validations (and checkpoints)
+    valid_bleu: bool = True  # also decode the validation set and score BLEU
+    keep_last: int = 5  # step checkpoints kept in checkpoints/ (for averaging)
+    stop_metric: StopMetric = StopMetric.bleu  # chooses the best checkpoint
+    patience: int = 0  # validations without improvement before stopping; 0 = never stop early
+    test_at_end: bool = True  # translate and score data.test with the best weights at the end
+
+    def __post_init__(self) -> None:
+        self.precision = Precision(self.precision)
+        self.stop_metric = StopMetric(self.stop_metric)
+        for name in ("max_tokens", "accumulate", "log_every", "validate_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "max_epochs", "max_minutes", "threads", "patience", "clip_norm"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(
+                f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
+
+
+class SearchStrategy(str, Enum):
+    greedy = "greedy"
+    beam = "beam"
+    sample = "sample"
+
+
+@dataclass
+class DecodeConfig:
+    """How translations are searched for (validation, translate, evaluate)."""
+
+    strategy: SearchStrategy = SearchStrategy.greedy
+    beam: int = 5
+    max_len_a: float = 1.2  # max output length = a * source length + b, capped by the model
+    max_len_b: int = 10
+    min_len: int = 0
+    max_tokens: int = 8192  # source tokens per batch, padding included
+
+    def __post_init__(self) -> None:
+        self.strategy = SearchStrategy(self.strategy)
+        if self.beam < 1:
+            raise ConfigError(f"decode.beam must be at least 1, got {self.beam}")
+        if self.max_tokens < 1:
+            raise ConfigError(f"decode.max_tokens must be at least 1, got {self.max_tokens}")
+
+
 @dataclass
 class Config:
     """The root config that every command composes."""
@@ -187,12 +301,28 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    run_dir: str | None = None  # None = runs/<recipe>/<timestamp>
 
 
 def register_configs() -> None:
-    """Register the schemas so YAML files in conf/ are validated against them."""
+    """Register the schemas (so YAML files in conf/ are validated against them) and the recipes
+    (the `recipe` group, read from the package's recipes/ folder)."""
     store = ConfigStore.instance()
+    for recipe in files("seq2seq.recipes").iterdir():
+        if recipe.name.endswith(".yaml"):
+            store.store(
+                group="recipe",
+                name=recipe.name.removesuffix(".yaml"),
+                node=OmegaConf.create(recipe.read_text(encoding="utf-8")),
+                package="_global_",
+            )
     store.store(name="schema", node=Config)
     store.store(group="model", name="schema", node=ModelConfig)
     store.store(group="data", name="schema", node=DataConfig)
     store.store(group="tokenizer", name="schema", node=TokenizerConfig)
+    store.store(group="optim", name="schema", node=OptimConfig)
+    store.store(group="train", name="schema", node=TrainConfig)
+    store.store(group="decode", name="schema", node=DecodeConfig)

@@ -278,6 +278,12 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     return load_local_split(cfg, spec)
 
 
+def iter_texts(dataset: datasets.Dataset, column: str, batch_size: int = 10_000) -> Iterator[str]:
+    """Stream one text column (e.g. to train the tokenizer) without materialising it."""
+    for batch in dataset.iter(batch_size=batch_size):
+        yield from batch[column]
+
+
 # ---------------------------------------------------------------------------- encoding
 
 
@@ -309,13 +315,16 @@ def encode_split(
 
 
 def token_lengths(dataset: datasets.Dataset, column: str) -> np.ndarray:
-    """Length of every id list in `column`, read from Arrow offsets (no Python lists)."""
+    """Length of every id list in `column`, read from Arrow offsets (no Python lists). Meant for
+    datasets without an indices mapping (after `select`, the column would be copied)."""
     values = dataset.with_format("arrow")[column]
     return pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def clean_training_split(encoded: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
-    """Drop pairs with an empty or too long side, or too unequal lengths; log the counts."""
+def clean_training_rows(encoded: datasets.Dataset, cfg: DataConfig) -> np.ndarray:
+    """Rows to train on: pairs with an empty or too long side, or too unequal lengths, are
+    left out, and the counts are logged. (Rows are returned, not a filtered copy, so nothing
+    is rewritten and lengths stay readable from the memory-mapped file.)"""
     src_len, tgt_len = token_lengths(encoded, "src_ids"), token_lengths(encoded, "tgt_ids")
     shorter, longer = np.minimum(src_len, tgt_len), np.maximum(src_len, tgt_len)
     too_short = shorter < cfg.min_length
@@ -339,4 +348,4 @@ def clean_training_split(encoded: datasets.Dataset, cfg: DataConfig) -> datasets
             "cleaning removed every training pair: check data.min_length, "
             "data.max_length and data.max_length_ratio"
         )
-    return encoded.select(np.flatnonzero(keep))
+    return np.flatnonzero(keep)

@@ -61,7 +61,7 @@ def train_sentencepiece(sentences: Iterator[str], cfg: TokenizerConfig) -> bytes
             minloglevel=2,
         )
     except RuntimeError as error:
-        message = str(error).strip().splitlines()[-1]
+        message = str(error).strip().splitlines()[-1].rsplit("] ", 1)[-1]
         hint = "(see tokenizer.vocab_size)"
         raise UserError(f"SentencePiece training failed: {message} {hint}") from None
     return model.getvalue()

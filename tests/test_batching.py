@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from seq2seq.batching import TokenBudgetSampler, collate, iterate_batches, token_budget_batches
+from seq2seq.batching import EncodedSplit, TokenBudgetSampler, collate, token_budget_batches
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -137,16 +137,20 @@ def test_non_positive_budget_is_a_clear_error():
         TokenBudgetSampler(np.array([1]), np.array([1]), max_tokens=0)
 
 
-def test_iterate_batches_reads_the_encoded_rows():
+def test_encoded_split_batches_map_positions_to_the_rows_in_use():
     import datasets
 
-    encoded = datasets.Dataset.from_dict(
-        {"id": [0, 1, 2], "src_ids": [[4, 5], [6], [7, 8, 9]], "tgt_ids": [[10], [11], [12]]}
+    dataset = datasets.Dataset.from_dict(
+        {
+            "id": [0, 1, 2, 3],
+            "src_ids": [[4, 5], [6], [7, 8, 9], [9]],
+            "tgt_ids": [[10], [11], [12], [13, 14]],
+        }
     )
-    src = np.array([2, 1, 3])
-    batches = list(
-        iterate_batches(encoded, TokenBudgetSampler(src, np.ones(3, int), 100, shuffle=False))
-    )
+    split = EncodedSplit.from_dataset(dataset, rows=np.array([0, 2, 3]))  # row 1 cleaned away
+    assert split.src_lengths.tolist() == [2, 3, 1]
+    assert split.tgt_lengths.tolist() == [1, 1, 2]
+    batches = list(split.batches(split.sampler(100, shuffle=False)))
     assert len(batches) == 1
-    assert batches[0].ids.tolist() == [1, 0, 2]
+    assert batches[0].ids.tolist() == [3, 0, 2]  # sorted by source length
     assert batches[0].src[2].tolist() == [7, 8, 9, EOS_ID]

@@ -1,0 +1,176 @@
+"""Run directories: atomic checkpoints, safe loading, format version, checkpoint averaging.
+
+    run_dir/
+      config.yaml               the resolved config (rebuilds the model)
+      meta.json                 format version, package/torch versions, tokenizer SHA-256
+      spm.model, tokenizer.json the tokenizer and its hashes
+      model.safetensors         weights of the last checkpoint
+      model.best.safetensors    weights of the best validation score
+      train_state.pt            optimizer, scheduler, sampler position, RNG states, counters
+      checkpoints/step_N/       the last `train.keep_last` checkpoints (model + train state)
+      metrics.jsonl             one JSON object per log or validation line
+
+A checkpoint is written into a temporary directory and renamed into place, so a crash at any
+moment leaves every earlier checkpoint whole. The top-level files are hard links (or copies) of
+the newest checkpoint, replaced atomically. Nothing is pickled: weights are safetensors, and
+`train_state.pt` holds only tensors and plain containers, loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+
+import seq2seq
+from seq2seq.errors import UserError
+
+FORMAT_VERSION = 1
+CHECKPOINTS = "checkpoints"
+WEIGHTS = "model.safetensors"
+BEST_WEIGHTS = "model.best.safetensors"
+TRAIN_STATE = "train_state.pt"
+META = "meta.json"
+
+
+def write_json_atomically(path: Path, value: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def write_meta(run_dir: Path, tokenizer_sha256: dict[str, str]) -> None:
+    write_json_atomically(
+        run_dir / META,
+        {
+            "format_version": FORMAT_VERSION,
+            "seq2seq_version": seq2seq.__version__,
+            "torch_version": torch.__version__,
+            "tokenizer_sha256": tokenizer_sha256,
+        },
+    )
+
+
+def read_meta(run_dir: Path) -> dict:
+    path = run_dir / META
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a seq2seq run directory ({META} is missing)")
+    meta = json.loads(path.read_text())
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(
+            f"{run_dir} was written by a newer seq2seq (format "
+            f"{meta['format_version']}); upgrade seq2seq to read it"
+        )
+    return meta
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make `target` the same file as `source`, atomically replacing any old `target`."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:  # file systems without hard links
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS / f"step_{step:08d}"
+
+
+def step_dirs(run_dir: Path) -> list[Path]:
+    """Complete step checkpoints, oldest first (temporary directories are ignored)."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    complete = [p for p in root.glob("step_*") if p.is_dir() and (p / TRAIN_STATE).is_file()]
+    return sorted(complete)
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, model: nn.Module, train_state: dict, keep_last: int
+) -> Path:
+    """Write checkpoint `step`, point the top-level files at it, prune old step checkpoints."""
+    final = step_dir(run_dir, step)
+    temporary = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    safetensors.torch.save_model(
+        model,
+        str(temporary / WEIGHTS),
+        metadata={"format_version": str(FORMAT_VERSION), "step": str(step)},
+    )
+    torch.save(train_state, temporary / TRAIN_STATE)
+    shutil.rmtree(final, ignore_errors=True)  # a re-save of the same step
+    os.replace(temporary, final)
+    link_or_copy(final / WEIGHTS, run_dir / WEIGHTS)
+    link_or_copy(final / TRAIN_STATE, run_dir / TRAIN_STATE)
+    for old in step_dirs(run_dir)[:-keep_last]:
+        shutil.rmtree(old)
+    return final
+
+
+def mark_best(run_dir: Path, checkpoint: Path) -> None:
+    link_or_copy(checkpoint / WEIGHTS, run_dir / BEST_WEIGHTS)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = step_dirs(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def load_train_state(path: Path) -> dict:
+    """The training state; refuses anything that is not plain data (no code runs on load)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"cannot load {path} safely: {str(error).splitlines()[0]}") from None
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into `model`, naming every missing, unexpected or
+    mis-shaped tensor."""
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found")
+    try:
+        state = safetensors.torch.load_file(str(path), device="cpu")
+    except Exception as error:
+        raise UserError(f"cannot read weights {path}: {error}") from None
+    expected = model.state_dict()
+    mismatched = [
+        f"{name} {tuple(state[name].shape)} != {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    if mismatched:
+        raise UserError(f"{path} does not fit this model: {'; '.join(mismatched)}")
+    missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"{path} does not fit this model: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+
+
+def average_checkpoints(paths: list[Path], output: Path) -> None:
+    """Average the weights of several checkpoints of one model into `output` (safetensors)."""
+    if not paths:
+        raise UserError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        for name, tensor in safetensors.torch.load_file(str(path)).items():
+            total[name] = total.get(name, 0) + tensor.double()
+    averaged = {name: (tensor / len(paths)).float().contiguous() for name, tensor in total.items()}
+    temporary = output.with_name(f".{output.name}.tmp")
+    safetensors.torch.save_file(
+        averaged,
+        str(temporary),
+        metadata={"format_version": str(FORMAT_VERSION), "averaged": str(len(paths))},
+    )
+    os.replace(temporary, output)

@@ -1,0 +1,50 @@
+"""Corpus-level scores through sacreBLEU, always with their signatures.
+
+Hypotheses are detokenised text and references are the untouched reference lines, so the
+numbers are comparable with any other system scored by sacreBLEU with the same signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from sacrebleu.metrics import BLEU, CHRF, TER
+
+from seq2seq.errors import UserError
+
+
+@dataclass
+class Score:
+    name: str  # BLEU, chrF2, TER
+    score: float
+    signature: str
+    text: str  # sacreBLEU's one-line report, e.g. "BLEU = 35.2 67.1/42.0/28.3/19.1 (BP = ...)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def corpus_scores(
+    hypotheses: list[str],
+    references: list[str],
+    metrics: tuple[str, ...] = ("bleu", "chrf"),
+    lowercase: bool = False,
+) -> dict[str, Score]:
+    """BLEU (13a tokenisation, cased unless `lowercase`), chrF2 and optionally TER."""
+    if len(hypotheses) != len(references):
+        raise UserError(
+            f"{len(hypotheses)} hypotheses but {len(references)} references: "
+            "they must be line-aligned"
+        )
+    scorers = {"bleu": BLEU(lowercase=lowercase), "chrf": CHRF(), "ter": TER()}
+    scores = {}
+    for name in metrics:
+        scorer = scorers[name]
+        result = scorer.corpus_score(hypotheses, [references])
+        signature = str(scorer.get_signature())
+        scores[name] = Score(result.name, round(result.score, 2), signature, str(result))
+    return scores
+
+
+def format_score(score: Score) -> str:
+    return f"{score.text}  [{score.signature}]"
