@@ -181,14 +181,16 @@ def check_jsonl(path: Path, src_lang: str, tgt_lang: str) -> None:
                 )
 
 
+def prefixed_file(prefix: str, lang: str) -> Path:
+    """`prefix.lang`, or `prefix.lang.gz` when only that exists."""
+    plain = Path(f"{prefix}.{lang}")
+    gzipped = Path(f"{prefix}.{lang}.gz")
+    return gzipped if gzipped.exists() and not plain.exists() else plain
+
+
 def load_local_split(cfg: DataConfig, spec: str) -> datasets.Dataset:
-    """`spec` is `prefix.{lang}[.gz]` (two files), `file.tsv[.gz]` or `file.jsonl[.gz]`."""
-    if "{lang}" in spec:
-        return load_parallel_files(
-            Path(spec.format(lang=cfg.src_lang)),
-            Path(spec.format(lang=cfg.tgt_lang)),
-            cfg.cache_dir,
-        )
+    """`spec` is a prefix (`corpus/train` -> corpus/train.en + corpus/train.de, optionally
+    .gz, as fairseq's --trainpref), a pattern with `{lang}`, or a .tsv / .jsonl file."""
     path = Path(spec)
     kind = path.name.removesuffix(".gz").rsplit(".", 1)[-1]
     if kind == "tsv":
@@ -204,10 +206,11 @@ def load_local_split(cfg: DataConfig, spec: str) -> datasets.Dataset:
             tgt_lang=cfg.tgt_lang,
             stamp=file_stamp(path),
         )
-    raise UserError(
-        f"don't know how to read '{spec}': use 'prefix.{{lang}}' for a pair of plain-text files "
-        "(e.g. data/train.{lang}.gz), or a .tsv or .jsonl file"
-    )
+    if "{lang}" in spec:
+        src, tgt = (Path(spec.format(lang=lang)) for lang in (cfg.src_lang, cfg.tgt_lang))
+    else:
+        src, tgt = (prefixed_file(spec, lang) for lang in (cfg.src_lang, cfg.tgt_lang))
+    return load_parallel_files(src, tgt, cfg.cache_dir)
 
 
 def load_multi30k_split(cfg: DataConfig, split: str) -> datasets.Dataset:

@@ -208,10 +208,17 @@ def test_line_count_without_final_newline(tmp_path):
     assert count_lines(path) == 2
 
 
-def test_unknown_file_kind_explains_the_accepted_ones(tmp_path):
-    write_lines(tmp_path / "train.csv", ["a,b"])
-    with pytest.raises(UserError, match=r"\.tsv or \.jsonl"):
-        load_split(files_config(tmp_path, str(tmp_path / "train.csv")), "train")
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_prefix_names_a_pair_of_files_like_fairseq(tmp_path, suffix):
+    write_lines(tmp_path / f"train.en{suffix}", ["a", "b"])
+    write_lines(tmp_path / f"train.de{suffix}", ["x", "y"])
+    dataset = load_split(files_config(tmp_path, str(tmp_path / "train")), "train")
+    assert dataset["tgt"] == ["x", "y"]
+
+
+def test_prefix_without_files_names_the_expected_file(tmp_path):
+    with pytest.raises(UserError, match=r"file not found: .*corpus\.en"):
+        load_split(files_config(tmp_path, str(tmp_path / "corpus")), "train")
 
 
 def test_an_edited_file_is_read_again(tmp_path):

@@ -70,3 +70,37 @@ def test_padding_positions_get_no_gradient():
     label_smoothed_cross_entropy(logits, target, smoothing=0.1, pad_id=PAD).loss.backward()
     assert logits.grad[0, 1:].abs().sum() == 0
     assert logits.grad[0, 0].abs().sum() > 0
+
+
+def test_gradient_passes_gradcheck():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, 7, dtype=torch.float64, generator=generator, requires_grad=True)
+    target = torch.tensor([1, 2, PAD, 4, 6])
+
+    def loss_of(x):
+        return label_smoothed_cross_entropy(x, target, smoothing=0.2, pad_id=PAD).loss
+
+    assert torch.autograd.gradcheck(loss_of, (logits,))
+
+
+def test_gradient_matches_torch_cross_entropy():
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 6, 13, generator=generator)
+    target = torch.randint(1, 13, (2, 6), generator=generator)
+    target[1, 3:] = PAD
+    ours = logits.clone().requires_grad_()
+    theirs = logits.clone().requires_grad_()
+    label_smoothed_cross_entropy(ours, target, smoothing=0.1, pad_id=PAD).loss.backward()
+    F.cross_entropy(
+        theirs.view(-1, 13), target.view(-1), label_smoothing=0.1, ignore_index=PAD, reduction="sum"
+    ).backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+def test_bfloat16_logits_are_scored_in_float32():
+    logits = torch.randn(3, 10).to(torch.bfloat16).requires_grad_()
+    target = torch.tensor([4, 5, 6])
+    out = label_smoothed_cross_entropy(logits, target, smoothing=0.1, pad_id=PAD)
+    assert out.loss.dtype == torch.float32
+    out.loss.backward()
+    assert logits.grad.dtype == torch.bfloat16

@@ -1,0 +1,251 @@
+"""Training end to end: run directories, exact resume after a kill, Ctrl-C, averaging, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from toy import toy_overrides, write_toy_corpus
+
+from seq2seq import checkpoint
+
+pytestmark = pytest.mark.slow
+QUICK = {"train__valid_bleu": False, "train__test_at_end": False}
+
+
+def script(name: str) -> str:
+    path = shutil.which(name, path=sysconfig.get_path("scripts"))
+    assert path is not None, f"{name} is not installed"
+    return path
+
+
+def seq2seq_train(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [script("seq2seq-train"), *overrides], capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(path))
+
+
+def metrics(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def wait_for(condition, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_toy_corpus(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(corpus, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    seq2seq_train(
+        *toy_overrides(
+            corpus, run_dir, train__max_steps=30, train__validate_every=10, train__keep_last=2
+        )
+    )
+    return run_dir
+
+
+def test_run_directory_holds_everything_needed_to_reuse_the_model(finished_run):
+    names = {p.name for p in finished_run.iterdir()}
+    assert {
+        "config.yaml",
+        "meta.json",
+        "spm.model",
+        "tokenizer.json",
+        "model.safetensors",
+        "model.best.safetensors",
+        "train_state.pt",
+        "metrics.jsonl",
+        "results.json",
+        "checkpoints",
+    } <= names
+    meta = json.loads((finished_run / "meta.json").read_text())
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION
+    assert (
+        meta["tokenizer_sha256"]
+        == json.loads((finished_run / "tokenizer.json").read_text())["sha256"]
+    )
+    state = torch.load(finished_run / "train_state.pt", weights_only=True)
+    assert state["step"] == 30
+    assert set(state) >= {"optimizer", "scheduler", "sampler", "rng", "best"}
+
+
+def test_only_the_last_k_step_checkpoints_are_kept(finished_run):
+    kept = [p.name for p in checkpoint.step_dirs(finished_run)]
+    assert kept == ["step_00000020", "step_00000030"]
+
+
+def test_training_learns_the_toy_task(finished_run):
+    train = metrics(finished_run, "train")
+    assert train[-1]["loss"] < 0.8 * train[0]["loss"]
+    valid = metrics(finished_run, "valid")
+    assert [v["step"] for v in valid] == [10, 20, 30]
+    assert all("bleu" in v and "valid_ppl" in v for v in valid)
+
+
+def test_results_hold_test_scores_with_signatures(finished_run):
+    results = json.loads((finished_run / "results.json").read_text())
+    (test,) = results.values()
+    assert test["sentences"] == 40
+    assert test["bleu"]["signature"].startswith("nrefs:1|case:mixed")
+    hypotheses = (finished_run / test["hypotheses"]).read_text().splitlines()
+    assert len(hypotheses) == 40
+
+
+def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path):
+    common = {"train__max_steps": 12, "train__validate_every": 6, **QUICK}
+    straight = tmp_path / "straight"
+    seq2seq_train(*toy_overrides(corpus, straight, **common))
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [script("seq2seq-train"), *toy_overrides(corpus, killed, **common)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: checkpoint.step_dir(killed, 6).is_dir())
+    process.kill()
+    process.wait()
+    for later in checkpoint.step_dirs(killed):  # as if the kill came right after step 6
+        if later.name > "step_00000006":
+            shutil.rmtree(later)
+    seq2seq_train(f"run_dir={killed}")
+
+    expected, resumed = (
+        weights(straight / "model.safetensors"),
+        weights(killed / "model.safetensors"),
+    )
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    assert [r["loss"] for r in metrics(killed, "train")][-6:] == [
+        r["loss"] for r in metrics(straight, "train")
+    ][-6:]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
+    run_dir = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [
+            script("seq2seq-train"),
+            *toy_overrides(
+                corpus, run_dir, train__max_steps=100000, train__validate_every=100000, **QUICK
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(
+        lambda: (
+            (run_dir / "metrics.jsonl").is_file()
+            and len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3
+        )
+    )
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "interrupted at step" in stderr and "checkpoint saved" in stderr
+    step = int(stderr.split("interrupted at step ")[1].split(";")[0])
+    assert checkpoint.latest_checkpoint(run_dir) == checkpoint.step_dir(run_dir, step)
+    assert torch.load(run_dir / "train_state.pt", weights_only=True)["step"] == step
+
+
+def test_resume_applies_new_limits_but_refuses_group_changes(finished_run, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    seq2seq_train(f"run_dir={run_dir}", "train.max_steps=32", "train.test_at_end=false")
+    assert torch.load(run_dir / "train_state.pt", weights_only=True)["step"] == 32
+    result = subprocess.run(
+        [script("seq2seq-train"), f"run_dir={run_dir}", "model=small"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot change 'model' when resuming" in result.stderr
+
+
+def test_average_of_checkpoints_is_their_mean(finished_run, tmp_path):
+    out = tmp_path / "avg.safetensors"
+    result = subprocess.run(
+        [script("seq2seq-average"), f"run={finished_run}", "last=2", f"out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = (weights(p / checkpoint.WEIGHTS) for p in checkpoint.step_dirs(finished_run))
+    averaged = weights(out)
+    for name in first:
+        torch.testing.assert_close(averaged[name], (first[name] + second[name]) / 2)
+
+
+def test_average_with_a_wrong_argument_is_one_line(tmp_path):
+    result = subprocess.run(
+        [script("seq2seq-average"), f"runn={tmp_path}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "did you mean run?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(corpus, tmp_path):
+    """2 processes x 1 batch per step == 1 process x 2 batches per step (same batches)."""
+    common = {"train__max_steps": 4, "train__validate_every": 4, "model__dropout": 0.0, **QUICK}
+    single = tmp_path / "single"
+    seq2seq_train(*toy_overrides(corpus, single, train__accumulate=2, **common))
+    parallel = tmp_path / "parallel"
+    torchrun = shutil.which("torchrun", path=sysconfig.get_path("scripts"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            torchrun or sys.executable,
+            "--standalone",
+            "--nproc_per_node=2",
+            script("seq2seq-train"),
+            *toy_overrides(corpus, parallel, **common),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single_losses = [r["loss"] for r in metrics(single, "train")]
+    parallel_losses = [r["loss"] for r in metrics(parallel, "train")]
+    assert len(parallel_losses) == 4
+    # Documented tolerance: float32 sums in a different order (gloo all-reduce vs accumulation).
+    assert parallel_losses == pytest.approx(single_losses, rel=1e-4)
+    expected, actual = (
+        weights(single / "model.safetensors"),
+        weights(parallel / "model.safetensors"),
+    )
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4)
