@@ -64,7 +64,8 @@ def explain_config_error(error: Exception) -> str:
     if missing_group:
         group, name = missing_group.groups()
         options = re.search(r"Available options in '\w+':\n((?:\t.*\n?)+)", text)
-        available = ", ".join(o.strip() for o in options.group(1).splitlines()) if options else ""
+        names = options.group(1).splitlines() if options else []
+        available = ", ".join(n.strip() for n in names if n.strip() != "schema")
         return f"unknown {group} '{name}'" + (f"; available: {available}" if available else "")
     unknown_key = re.search(r"Key '([^']+)' not in '\w+'", cause_text)
     if unknown_key:

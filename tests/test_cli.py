@@ -43,3 +43,41 @@ def test_unknown_key_fails_without_traceback():
     assert result.returncode != 0
     assert "dmodel" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+CONFIG_MISTAKES = [
+    (["model.dmodel=64"], "unknown config key 'model.dmodel'; did you mean model.d_model"),
+    (["trian.max_steps=3"], "unknown config key 'trian'; did you mean train?"),
+    (["recipe=nope"], "unknown recipe 'nope'; available: "),
+    (["model=huge"], "unknown model 'huge'; available: base, big, small, tiny"),
+    (["train.max_steps=abc"], "train.max_steps=abc: Value 'abc'"),
+    (["train.max_tokens=0"], "train.max_tokens must be at least 1, got 0"),
+    (["train.max_tokens=-5"], "train.max_tokens must be at least 1, got -5"),
+    (["model=tiny", "model.heads=3"], "model.d_model (32) must be divisible by model.heads (3)"),
+    (["train.precision=fp8"], "expected one of [fp32, bf16, fp16]"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", CONFIG_MISTAKES)
+def test_config_mistakes_are_one_line_errors(overrides, message):
+    result = run("seq2seq-train", *overrides)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_recipe_lists_every_recipe():
+    result = run("seq2seq-train", "recipe=nope")
+    for recipe in ("multi30k_en_de", "multi30k_en_fr", "iwslt14_de_en", "wmt14_en_de",
+                   "wmt14_en_de_big", "wmt16_en_ro"):
+        assert recipe in result.stderr
+
+
+def test_cfg_job_prints_the_resolved_config_of_a_recipe():
+    result = run("seq2seq-train", "recipe=wmt14_en_de", "optim.lr=7e-4", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.0007" in result.stdout
+    assert "name: wmt/wmt14" in result.stdout
+    assert "d_model: 512" in result.stdout

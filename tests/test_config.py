@@ -65,3 +65,36 @@ def test_overrides_are_type_checked():
         compose_model("tiny", ["model.d_model=abc"])
     with pytest.raises(ConfigCompositionException, match="model.norm=middle"):
         compose_model("tiny", ["model.norm=middle"])
+
+
+RECIPES = ["multi30k_en_de", "multi30k_en_fr", "iwslt14_de_en", "wmt14_en_de",
+           "wmt14_en_de_big", "wmt16_en_ro"]
+
+
+def compose_recipe(name: str, overrides: list[str] | None = None):
+    register_configs()
+    with initialize_config_module("seq2seq.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"recipe={name}", *(overrides or [])])
+    return OmegaConf.to_object(cfg)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_composes_and_validates(name):
+    config = compose_recipe(name)
+    assert config.data.src_lang != config.data.tgt_lang
+    Transformer(config.model)  # builds
+
+
+def test_recipes_ship_with_the_package():
+    from importlib.resources import files
+
+    shipped = sorted(p.name.removesuffix(".yaml") for p in files("seq2seq.recipes").iterdir()
+                     if p.name.endswith(".yaml"))
+    assert shipped == sorted(RECIPES)
+
+
+def test_recipe_picks_its_model_and_the_command_line_wins():
+    assert compose_recipe("wmt14_en_de_big").model.d_model == 1024
+    assert compose_recipe("wmt14_en_de_big", ["model=base"]).model.d_model == 512
+    assert compose_recipe("wmt14_en_de", ["optim.lr=7e-4", "train.max_steps=2000"]
+                          ).train.max_steps == 2000
