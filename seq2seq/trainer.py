@@ -368,7 +368,7 @@ class Trainer:
             total=self.cfg.train.max_steps or None,
             initial=self.step,
             unit="step",
-            disable=not self.world.is_main,
+            disable=None if self.world.is_main else True,  # None: shown on a terminal only
             dynamic_ncols=True,
             leave=False,
         )
@@ -398,10 +398,9 @@ class Trainer:
         if self.step != self.last_saved_step:
             self.validate_and_save()
         log.info(
-            "stopped: %s (step %d, best %s at step %d)",
+            "stopped: %s at step %d; best validation at step %d",
             self.stop_reason,
             self.step,
-            self.best["value"],
             self.best["step"],
         )
 
