@@ -43,22 +43,22 @@ class TieEmbeddings(str, Enum):
 class ModelConfig:
     """Architecture hyper-parameters: saved with every checkpoint and used to rebuild the model."""
 
-    d_model: int = 512
-    heads: int = 8
+    d_model: int = 512  # width of embeddings and of every layer's input and output
+    heads: int = 8  # attention heads; must divide d_model
     encoder_layers: int = 6
     decoder_layers: int = 6
-    ffn_dim: int = 2048
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    activation: Activation = Activation.relu
-    norm: NormPlacement = NormPlacement.post
-    positions: Positions = Positions.sinusoidal
-    max_positions: int = 1024
-    tie_embeddings: TieEmbeddings = TieEmbeddings.all
-    src_vocab_size: int = 8000
-    tgt_vocab_size: int = 8000
-    pad_id: int = PAD_ID
+    ffn_dim: int = 2048  # inner size of the position-wise feed-forward block
+    dropout: float = 0.1  # on embeddings and on every sublayer's output
+    attention_dropout: float = 0.0  # on attention probabilities
+    activation_dropout: float = 0.0  # inside the feed-forward block
+    activation: Activation = Activation.relu  # relu | gelu
+    norm: NormPlacement = NormPlacement.post  # post (the paper's) | pre
+    positions: Positions = Positions.sinusoidal  # sinusoidal | learned | none
+    max_positions: int = 1024  # longest source or target sequence, eos/bos included
+    tie_embeddings: TieEmbeddings = TieEmbeddings.all  # none | decoder | all
+    src_vocab_size: int = 8000  # set from the tokenizer when training
+    tgt_vocab_size: int = 8000  # set from the tokenizer when training
+    pad_id: int = PAD_ID  # fixed: 0
 
     def __post_init__(self) -> None:
         # Plain strings are accepted from Python callers; Hydra already passes enum members.
@@ -249,6 +249,7 @@ class TrainConfig:
     log_every: int = 50  # steps between progress-bar and metrics.jsonl updates
     validate_every: int = 1000  # steps between validations (and checkpoints)
     valid_bleu: bool = True  # also decode the validation set and score BLEU
+    valid_beam: int = 1  # beam size of that decoding; 1 = greedy
     keep_last: int = 5  # step checkpoints kept in checkpoints/ (for averaging)
     stop_metric: StopMetric = StopMetric.bleu  # chooses the best checkpoint
     patience: int = 0  # validations without improvement before stopping; 0 = never stop early
@@ -257,7 +258,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
         self.stop_metric = StopMetric(self.stop_metric)
-        for name in ("max_tokens", "accumulate", "log_every", "validate_every", "keep_last"):
+        for name in (
+            "max_tokens",
+            "accumulate",
+            "log_every",
+            "validate_every",
+            "keep_last",
+            "valid_beam",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_steps", "max_epochs", "max_minutes", "threads", "patience", "clip_norm"):
@@ -275,23 +283,47 @@ class SearchStrategy(str, Enum):
     sample = "sample"
 
 
+class LengthPenalty(str, Enum):
+    power = "power"  # score / len ** alpha (fairseq, Hugging Face)
+    gnmt = "gnmt"  # score / ((5 + len) / 6) ** alpha (Wu et al. 2016; Marian, OpenNMT)
+
+
 @dataclass
 class DecodeConfig:
     """How translations are searched for (validation, translate, evaluate)."""
 
-    strategy: SearchStrategy = SearchStrategy.greedy
-    beam: int = 5
+    strategy: SearchStrategy = SearchStrategy.beam  # greedy | beam | sample
+    beam: int = 5  # beam size
+    length_penalty: float = 1.0  # alpha; 0 = rank by the plain sum of log-probabilities
+    length_penalty_form: LengthPenalty = LengthPenalty.power  # power | gnmt
+    nbest: int = 1  # hypotheses returned per sentence (at most the beam size)
     max_len_a: float = 1.2  # max output length = a * source length + b, capped by the model
-    max_len_b: int = 10
-    min_len: int = 0
+    max_len_b: int = 10  # see max_len_a
+    min_len: int = 0  # eos is not allowed before this many tokens
+    no_repeat_ngram: int = 0  # forbid repeating any n-gram of this size; 0 = off
+    temperature: float = 1.0  # sampling: divide logits by this
+    top_k: int = 0  # sampling: keep the k most probable tokens; 0 = all
+    top_p: float = 1.0  # sampling: keep the smallest set with this much probability
+    seed: int = 0  # sampling: random seed
     max_tokens: int = 8192  # source tokens per batch, padding included
 
     def __post_init__(self) -> None:
         self.strategy = SearchStrategy(self.strategy)
-        if self.beam < 1:
-            raise ConfigError(f"decode.beam must be at least 1, got {self.beam}")
-        if self.max_tokens < 1:
-            raise ConfigError(f"decode.max_tokens must be at least 1, got {self.max_tokens}")
+        self.length_penalty_form = LengthPenalty(self.length_penalty_form)
+        for name in ("beam", "nbest", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"decode.{name} must be at least 1, got {getattr(self, name)}")
+        if self.nbest > self.beam and self.strategy == SearchStrategy.beam:
+            raise ConfigError(
+                f"decode.nbest ({self.nbest}) cannot exceed decode.beam ({self.beam})"
+            )
+        if self.temperature <= 0:
+            raise ConfigError(f"decode.temperature must be positive, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"decode.top_p must be in (0, 1], got {self.top_p}")
+        for name in ("min_len", "no_repeat_ngram", "top_k", "max_len_b"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"decode.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

@@ -1,57 +1,127 @@
-"""Search for translations with the cached decoder: greedy search.
+"""Search for translations with the cached decoder: greedy, beam search, sampling.
 
-The encoder runs once per batch; each step feeds only the newest token to
-`Transformer.decode_step`; finished sentences leave the active batch through
-`DecoderCache.reorder`, so late steps only pay for unfinished sentences.
+Every strategy runs the encoder once per batch and feeds only the newest token of each
+hypothesis to `Transformer.decode_step`; cross-attention keys/values are computed once in
+`init_cache`. The time loop is the only Python loop over positions. Finished sentences leave
+the active batch: one `DecoderCache.reorder(index)` per step both follows the surviving beams
+and drops finished rows.
+
+Beam search follows fairseq: at each step the 2 x beam best continuations of each sentence are
+ranked; an eos among the first `beam` of them completes a hypothesis, the first `beam` non-eos
+continuations form the next beam (so eos never starves the beam); a sentence is done when it
+has `beam` finished hypotheses. Finished hypotheses are ranked by a length-normalised score:
+
+    power: score / len ** alpha               (fairseq, Hugging Face)
+    gnmt:  score / ((5 + len) / 6) ** alpha   (Wu et al. 2016; Marian, OpenNMT)
+
+where score is the sum of the token log-probabilities and len counts the output tokens
+including eos. alpha = decode.length_penalty; alpha = 0 ranks by the plain sum (favouring short
+outputs), larger alpha favours longer ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from seq2seq.config import DecodeConfig
-from seq2seq.constants import BOS_ID, EOS_ID
+from seq2seq.config import DecodeConfig, LengthPenalty, SearchStrategy
+from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
 from seq2seq.model import Transformer
 
 
 @dataclass
 class Hypothesis:
-    tokens: list[int]  # without bos and eos
-    score: float  # sum of token log-probabilities (eos included)
+    tokens: list[int]  # output ids, without bos and eos
+    score: float  # length-normalised sum of log-probabilities (what hypotheses are ranked by)
+    token_scores: list[float]  # log-probability of each output token, eos included
+
+
+def length_penalty(length: int, cfg: DecodeConfig) -> float:
+    """The divisor of a hypothesis score; `length` counts output tokens including eos."""
+    if cfg.length_penalty_form == LengthPenalty.gnmt:
+        return ((5.0 + length) / 6.0) ** cfg.length_penalty
+    return float(length) ** cfg.length_penalty
 
 
 def max_output_lengths(src_pad_mask: Tensor, cfg: DecodeConfig, max_positions: int) -> Tensor:
-    """Per sentence: a * source length + b, capped by the model's positions. (batch,)"""
+    """Per sentence, output tokens before eos: a * source length + b, capped by the model's
+    positions (bos takes one). (batch,)"""
     src_lengths = (~src_pad_mask).sum(dim=1)
     limit = (cfg.max_len_a * src_lengths.float()).floor().long() + cfg.max_len_b
-    return limit.clamp(min=1, max=max_positions - 1)
+    return limit.clamp(min=1, max=max_positions - 2)
+
+
+def constrain(log_probs: Tensor, step: int, at_limit: Tensor, cfg: DecodeConfig) -> Tensor:
+    """Forbid pad/bos always, eos before min_len, and everything but eos at the length limit.
+    log_probs: (rows, vocab), modified in place; at_limit: (rows,) bool."""
+    log_probs[:, PAD_ID] = float("-inf")
+    log_probs[:, BOS_ID] = float("-inf")
+    eos = log_probs[:, EOS_ID].clone()
+    if step < cfg.min_len:
+        log_probs[:, EOS_ID] = float("-inf")
+    log_probs[at_limit] = float("-inf")
+    log_probs[at_limit, EOS_ID] = eos[at_limit]
+    return log_probs
+
+
+def ban_repeated_ngrams(log_probs: Tensor, prefixes: Tensor, n: int) -> None:
+    """Forbid every token that would repeat an n-gram already in the row's prefix.
+    prefixes: (rows, length) ids generated so far (bos first)."""
+    length = prefixes.shape[1]
+    if n == 0 or length < n:
+        return
+    for row, prefix in enumerate(prefixes.tolist()):
+        tail = tuple(prefix[length - n + 1 :])
+        for start in range(length - n + 1):
+            if tuple(prefix[start : start + n - 1]) == tail:
+                log_probs[row, prefix[start + n - 1]] = float("-inf")
+
+
+def start(model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig):
+    """Encode once; return the cache and each sentence's output length limit."""
+    cache = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
+    return cache, max_output_lengths(src_pad_mask, cfg, model.cfg.max_positions)
+
+
+def next_log_probs(
+    model: Transformer, tokens: Tensor, cache, step: int, at_limit: Tensor, cfg: DecodeConfig
+) -> Tensor:
+    """(rows, vocab) constrained log-probabilities for the token after `tokens[:, -1]`."""
+    log_probs = torch.log_softmax(model.decode_step(tokens[:, -1], cache).float(), dim=-1)
+    constrain(log_probs, step, at_limit, cfg)
+    ban_repeated_ngrams(log_probs, tokens, cfg.no_repeat_ngram)
+    return log_probs
+
+
+# --------------------------------------------------------------------------- one path per input
 
 
 @torch.no_grad()
-def greedy_search(
-    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
-) -> list[Hypothesis]:
-    """The most probable token at every step, until eos or the length limit. One per sentence."""
+def single_path_search(
+    model: Transformer,
+    src: Tensor,
+    src_pad_mask: Tensor,
+    cfg: DecodeConfig,
+    choose: Callable[[Tensor], Tensor],
+) -> list[list[Hypothesis]]:
+    """Extend one hypothesis per sentence with `choose(log_probs) -> tokens` until eos."""
     batch, device = src.shape[0], src.device
-    cache = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
-    max_lengths = max_output_lengths(src_pad_mask, cfg, model.cfg.max_positions)
+    cache, max_lengths = start(model, src, src_pad_mask, cfg)
     steps = int(max_lengths.max()) + 1  # + 1 for eos
     output = torch.full((batch, steps), EOS_ID, dtype=torch.long, device=device)
-    scores = torch.zeros(batch, device=device)
+    token_scores = torch.zeros(batch, steps, device=device)
     active = torch.arange(batch, device=device)  # rows of the batch still decoding
-    tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+    tokens = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
     for step in range(steps):
-        log_probs = torch.log_softmax(model.decode_step(tokens, cache).float(), dim=-1)
-        if step < cfg.min_len:
-            log_probs[:, EOS_ID] = float("-inf")
-        out_of_room = step >= max_lengths[active]  # eos is the only choice left
-        tokens = torch.where(out_of_room, EOS_ID, log_probs.argmax(dim=-1))
-        output[active, step] = tokens
-        scores[active] += log_probs.gather(1, tokens[:, None]).squeeze(1)
-        unfinished = tokens != EOS_ID
+        log_probs = next_log_probs(model, tokens, cache, step, step >= max_lengths[active], cfg)
+        chosen = choose(log_probs)
+        output[active, step] = chosen
+        token_scores[active, step] = log_probs.gather(1, chosen[:, None]).squeeze(1)
+        tokens = torch.cat([tokens, chosen[:, None]], dim=1)
+        unfinished = chosen != EOS_ID
         if not unfinished.any():
             break
         if not unfinished.all():
@@ -59,11 +129,149 @@ def greedy_search(
             cache.reorder(keep)
             active, tokens = active[keep], tokens[keep]
     return [
-        Hypothesis(strip_eos(row), score)
-        for row, score in zip(output.tolist(), scores.tolist(), strict=True)
+        [finished_path(row, scores, cfg)]
+        for row, scores in zip(output.tolist(), token_scores.tolist(), strict=True)
     ]
 
 
-def strip_eos(tokens: list[int]) -> list[int]:
-    """The tokens before the first eos."""
-    return tokens[: tokens.index(EOS_ID)] if EOS_ID in tokens else tokens
+def finished_path(row: list[int], scores: list[float], cfg: DecodeConfig) -> Hypothesis:
+    length = row.index(EOS_ID) + 1
+    token_scores = scores[:length]
+    return Hypothesis(
+        row[: length - 1], sum(token_scores) / length_penalty(length, cfg), token_scores
+    )
+
+
+def greedy_search(
+    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+) -> list[list[Hypothesis]]:
+    """The most probable token at every step."""
+    return single_path_search(model, src, src_pad_mask, cfg, lambda lp: lp.argmax(dim=-1))
+
+
+def sample_search(
+    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+) -> list[list[Hypothesis]]:
+    """A token drawn at every step from the (temperature, top-k, top-p) filtered distribution,
+    reproducible from decode.seed."""
+    generator = torch.Generator(device=src.device).manual_seed(cfg.seed)
+
+    def draw(log_probs: Tensor) -> Tensor:
+        filtered = filter_distribution(log_probs / cfg.temperature, cfg.top_k, cfg.top_p)
+        return torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(1)
+
+    return single_path_search(model, src, src_pad_mask, cfg, draw)
+
+
+def filter_distribution(logits: Tensor, top_k: int, top_p: float) -> Tensor:
+    """Keep the top_k most probable tokens and the smallest set holding top_p of the
+    probability (the most probable token always survives); the rest get -inf."""
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        before = sorted_logits.softmax(dim=-1).cumsum(dim=-1) - sorted_logits.softmax(dim=-1)
+        drop_sorted = before >= top_p  # probability mass before this token already >= top_p
+        drop = drop_sorted.scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+# --------------------------------------------------------------------------- beam search
+
+
+@torch.no_grad()
+def beam_search(
+    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+) -> list[list[Hypothesis]]:
+    """The `decode.nbest` best hypotheses of each sentence, best first."""
+    batch, beam, device = src.shape[0], cfg.beam, src.device
+    cache, max_lengths = start(model, src, src_pad_mask, cfg)
+    cache.reorder(torch.arange(batch, device=device).repeat_interleave(beam))
+    sentences = torch.arange(batch, device=device)  # batch index of each active sentence
+    tokens = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=device)
+    token_scores = torch.zeros(batch * beam, 0, device=device)  # (active * beam, step)
+    scores = torch.zeros(batch, beam, device=device)  # cumulative log-probabilities
+    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for step in range(int(max_lengths.max()) + 1):
+        active = len(sentences)
+        at_limit = (step >= max_lengths[sentences]).repeat_interleave(beam)
+        log_probs = next_log_probs(model, tokens, cache, step, at_limit, cfg)
+        vocab = log_probs.shape[-1]
+        candidates = (scores.view(-1, 1) + log_probs).view(active, beam * vocab)
+        cand_scores, cand_ids = candidates.topk(2 * beam, dim=1)  # (active, 2 * beam)
+        cand_beams, cand_tokens = cand_ids // vocab, cand_ids % vocab
+        is_eos = (cand_tokens == EOS_ID) & (cand_scores > float("-inf"))
+        finish_hypotheses(
+            finished,
+            is_eos[:, :beam],
+            cand_scores,
+            cand_beams,
+            sentences,
+            tokens,
+            token_scores,
+            scores,
+            cfg,
+        )
+        done = torch.tensor([len(finished[s]) >= beam for s in sentences.tolist()], device=device)
+        if done.all():
+            break
+        # the first `beam` candidates that are not eos continue
+        rank = torch.arange(2 * beam, device=device) + is_eos.long() * 2 * beam
+        chosen = rank.topk(beam, dim=1, largest=False).indices  # (active, beam)
+        next_beams, next_tokens = cand_beams.gather(1, chosen), cand_tokens.gather(1, chosen)
+        next_scores = cand_scores.gather(1, chosen)
+        step_scores = next_scores - scores.gather(1, next_beams)
+        keep = ~done
+        origin = (torch.arange(active, device=device)[:, None] * beam + next_beams)[keep]
+        origin = origin.view(-1)  # rows of surviving sentences' beams, in their new order
+        cache.reorder(origin)
+        tokens = torch.cat([tokens[origin], next_tokens[keep].view(-1, 1)], dim=1)
+        token_scores = torch.cat([token_scores[origin], step_scores[keep].view(-1, 1)], dim=1)
+        scores, sentences = next_scores[keep], sentences[keep]
+    return [sorted(hyps, key=lambda h: h.score, reverse=True)[: cfg.nbest] for hyps in finished]
+
+
+def finish_hypotheses(
+    finished: list[list[Hypothesis]],
+    eos_candidates: Tensor,
+    cand_scores: Tensor,
+    cand_beams: Tensor,
+    sentences: Tensor,
+    tokens: Tensor,
+    token_scores: Tensor,
+    scores: Tensor,
+    cfg: DecodeConfig,
+) -> None:
+    """Record the eos candidates among each sentence's first `beam`, best first, until the
+    sentence has `beam` finished hypotheses."""
+    beam = cfg.beam
+    for i, j in eos_candidates.nonzero().tolist():  # row-major: best first per sentence
+        sentence = int(sentences[i])
+        if len(finished[sentence]) >= beam:
+            continue
+        source_beam = int(cand_beams[i, j])
+        row = i * beam + source_beam
+        total = float(cand_scores[i, j])
+        per_token = token_scores[row].tolist() + [total - float(scores[i, source_beam])]
+        output = tokens[row, 1:].tolist()  # without bos
+        finished[sentence].append(
+            Hypothesis(output, total / length_penalty(len(output) + 1, cfg), per_token)
+        )
+
+
+SEARCHES: dict[SearchStrategy, Callable[..., list[list[Hypothesis]]]] = {
+    SearchStrategy.greedy: greedy_search,
+    SearchStrategy.beam: beam_search,
+    SearchStrategy.sample: sample_search,
+}
+
+
+@torch.no_grad()
+def search(
+    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+) -> list[list[Hypothesis]]:
+    """Hypotheses for each sentence of the batch (n-best lists, best first)."""
+    return SEARCHES[cfg.strategy](model, src, src_pad_mask, cfg)

@@ -9,6 +9,7 @@ accumulation k train exactly like one process with accumulation N * k.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from seq2seq import checkpoint
 from seq2seq.batching import Batch, EncodedSplit
-from seq2seq.config import Config, Precision, StopMetric
+from seq2seq.config import Config, DecodeConfig, Precision, SearchStrategy, StopMetric
 from seq2seq.constants import PAD_ID
 from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
 from seq2seq.errors import ConfigError, UserError
@@ -304,11 +305,17 @@ class Trainer:
             result = {"valid_nll": round(nll, 4), "valid_ppl": round(math.exp(nll), 2)}
             if self.cfg.train.valid_bleu:
                 hypotheses = translate_encoded(
-                    self.model, self.data.valid, self.tokenizer, self.cfg.decode, self.device
+                    self.model, self.data.valid, self.tokenizer, self.valid_decoding(), self.device
                 )
                 scores = corpus_scores(hypotheses, self.data.valid_references)
                 result.update(bleu=scores["bleu"].score, chrf=scores["chrf"].score)
         return result
+
+    def valid_decoding(self) -> DecodeConfig:
+        """decode.* with the validation beam: greedy unless train.valid_beam > 1."""
+        beam = self.cfg.train.valid_beam
+        strategy = SearchStrategy.beam if beam > 1 else SearchStrategy.greedy
+        return dataclasses.replace(self.cfg.decode, strategy=strategy, beam=beam, nbest=1)
 
     def valid_batches(self) -> Iterator[Batch]:
         valid = self.data.valid

@@ -67,8 +67,14 @@ def test_overrides_are_type_checked():
         compose_model("tiny", ["model.norm=middle"])
 
 
-RECIPES = ["multi30k_en_de", "multi30k_en_fr", "iwslt14_de_en", "wmt14_en_de",
-           "wmt14_en_de_big", "wmt16_en_ro"]
+RECIPES = [
+    "multi30k_en_de",
+    "multi30k_en_fr",
+    "iwslt14_de_en",
+    "wmt14_en_de",
+    "wmt14_en_de_big",
+    "wmt16_en_ro",
+]
 
 
 def compose_recipe(name: str, overrides: list[str] | None = None):
@@ -88,13 +94,18 @@ def test_every_recipe_composes_and_validates(name):
 def test_recipes_ship_with_the_package():
     from importlib.resources import files
 
-    shipped = sorted(p.name.removesuffix(".yaml") for p in files("seq2seq.recipes").iterdir()
-                     if p.name.endswith(".yaml"))
+    shipped = sorted(
+        p.name.removesuffix(".yaml")
+        for p in files("seq2seq.recipes").iterdir()
+        if p.name.endswith(".yaml")
+    )
     assert shipped == sorted(RECIPES)
 
 
 def test_recipe_picks_its_model_and_the_command_line_wins():
     assert compose_recipe("wmt14_en_de_big").model.d_model == 1024
     assert compose_recipe("wmt14_en_de_big", ["model=base"]).model.d_model == 512
-    assert compose_recipe("wmt14_en_de", ["optim.lr=7e-4", "train.max_steps=2000"]
-                          ).train.max_steps == 2000
+    assert (
+        compose_recipe("wmt14_en_de", ["optim.lr=7e-4", "train.max_steps=2000"]).train.max_steps
+        == 2000
+    )

@@ -1,0 +1,183 @@
+"""Training throughput: seq2seq's trainer against Hugging Face MarianMTModel of the same size.
+
+Same Multi30k batches (4096-token budget), same thread count, same optimizer family, the two
+systems alternating in one run so machine noise hits both. Reports source+target tokens/s
+(non-pad) per system and precision, and the ratio. Needs `pip install transformers` (a benchmark
+dependency only).
+
+    python bench/train_speed.py --multi30k ../shared/data/multi30k --workdir /tmp/s2s-speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from seq2seq.batching import EncodedSplit
+from seq2seq.config import (
+    Config,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    Precision,
+    TokenizerConfig,
+    TrainConfig,
+)
+from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
+from seq2seq.model import Transformer, count_parameters
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.trainer import Distributed, Trainer, TrainingData, autocast
+
+SMALL = dict(
+    d_model=256,
+    heads=4,
+    encoder_layers=3,
+    decoder_layers=3,
+    ffn_dim=1024,
+    dropout=0.1,
+    max_positions=512,
+)
+
+
+def multi30k_batches(
+    multi30k: Path, workdir: Path, count: int
+) -> tuple[TrainingData, list, Tokenizer]:
+    cfg = DataConfig(root=str(multi30k), cache_dir=str(workdir / "cache"))
+    train = load_split(cfg, "train")
+    if (workdir / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.load(workdir)
+    else:
+        texts = {"src": iter_texts(train, "src"), "tgt": iter_texts(train, "tgt")}
+        tokenizer = Tokenizer.train(TokenizerConfig(vocab_size=8000), texts, workdir)
+    encoded = encode_split(train, tokenizer)
+    split = EncodedSplit.from_dataset(encoded, clean_training_rows(encoded, cfg))
+    batches = [
+        b for _, b in zip(range(count), split.batches(split.sampler(4096, seed=1)), strict=False)
+    ]
+    return TrainingData(split, split, []), batches, tokenizer
+
+
+def our_trainer(data: TrainingData, tokenizer: Tokenizer, precision: str) -> Trainer:
+    cfg = Config(
+        model=ModelConfig(**SMALL, src_vocab_size=8000, tgt_vocab_size=8000),
+        optim=OptimConfig(lr=5e-4, warmup_steps=1000),
+        train=TrainConfig(precision=Precision(precision), max_tokens=4096),
+    )
+    torch.manual_seed(0)
+    model = Transformer(cfg.model)
+    return Trainer(
+        cfg, Path("/nonexistent"), model, tokenizer, data, torch.device("cpu"), Distributed()
+    )
+
+
+def hf_model():
+    from transformers import MarianConfig, MarianMTModel
+
+    config = MarianConfig(
+        vocab_size=8000,
+        d_model=256,
+        encoder_layers=3,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        activation_function="relu",
+        max_position_embeddings=512,
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        scale_embedding=True,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        decoder_start_token_id=BOS_ID,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return MarianMTModel(config)
+
+
+def hf_step(model, optimizer, batch, precision: str) -> None:
+    model.train()
+    with autocast(Precision(precision), torch.device("cpu")):
+        logits = model(
+            input_ids=batch.src, attention_mask=~batch.src_pad_mask, decoder_input_ids=batch.tgt_in
+        ).logits
+    loss = F.cross_entropy(
+        logits.float().view(-1, logits.shape[-1]),
+        batch.tgt_out.view(-1),
+        ignore_index=PAD_ID,
+        label_smoothing=0.1,
+        reduction="sum",
+    )
+    (loss / batch.tgt_tokens).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def tokens_per_second(step, batches) -> float:
+    start, tokens = time.perf_counter(), 0
+    for batch in batches:
+        step(batch)
+        tokens += batch.src_tokens + batch.tgt_tokens
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--multi30k", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12, help="steps per system per round")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    data, batches, tokenizer = multi30k_batches(args.multi30k, args.workdir, args.steps + 2)
+    results: dict = {
+        "threads": args.threads,
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "batches": len(batches),
+        "max_tokens": 4096,
+    }
+    for precision in ("fp32", "bf16"):
+        ours = our_trainer(data, tokenizer, precision)
+        hf = hf_model()
+        hf_optimizer = torch.optim.AdamW(hf.parameters(), lr=5e-4, betas=(0.9, 0.98))
+        results["parameters"] = {
+            "seq2seq": count_parameters(ours.model),
+            "hf_marian": sum(p.numel() for p in hf.parameters()),
+        }
+        systems = {
+            "seq2seq": lambda b, t=ours: t.train_step([b]),
+            "hf_marian": lambda b, m=hf, o=hf_optimizer, p=precision: hf_step(m, o, b, p),
+        }
+        for step in systems.values():  # warm-up
+            for batch in batches[:2]:
+                step(batch)
+        speeds: dict[str, list[float]] = {name: [] for name in systems}
+        for _ in range(args.rounds):
+            for name, step in systems.items():
+                speeds[name].append(tokens_per_second(step, batches[2:]))
+        medians = {name: round(statistics.median(v)) for name, v in speeds.items()}
+        results[precision] = {
+            "tokens_per_s": medians,
+            "all_rounds": speeds,
+            "ratio": round(medians["seq2seq"] / medians["hf_marian"], 2),
+        }
+        print(precision, results[precision], flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

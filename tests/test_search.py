@@ -1,0 +1,260 @@
+"""Search: beam results pinned with a scripted decoder, and equivalences on a real model."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import pad_to, random_tokens, tiny_model
+
+from seq2seq.config import DecodeConfig
+from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.search import (
+    Hypothesis,
+    beam_search,
+    filter_distribution,
+    greedy_search,
+    length_penalty,
+    sample_search,
+    search,
+)
+
+A, B, C = 4, 5, 6  # ordinary tokens of the scripted vocabulary
+VOCAB = 8
+RARE = 1e-12  # probability of every token a script does not name
+
+
+class ScriptedCache:
+    """Per row: which sentence it belongs to and the tokens fed so far."""
+
+    def __init__(self, batch: int) -> None:
+        self.sentences = list(range(batch))
+        self.prefixes: list[list[int]] = [[] for _ in range(batch)]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.sentences = [self.sentences[i] for i in index.tolist()]
+        self.prefixes = [list(self.prefixes[i]) for i in index.tolist()]
+
+
+class ScriptedModel:
+    """A decoder whose next-token distribution is a fixed table: script(sentence, prefix)
+    returns {token: probability} for the output prefix (bos excluded)."""
+
+    def __init__(self, script, max_positions: int = 64) -> None:
+        self.script = script
+        self.cfg = SimpleNamespace(max_positions=max_positions)
+        self.rows_per_step: list[int] = []
+
+    def encode(self, src, src_pad_mask):
+        return src
+
+    def init_cache(self, memory, src_pad_mask):
+        return ScriptedCache(memory.shape[0])
+
+    def decode_step(self, tokens, cache):
+        self.rows_per_step.append(len(tokens))
+        logits = torch.full((len(tokens), VOCAB), math.log(RARE))
+        for row, token in enumerate(tokens.tolist()):
+            if token != BOS_ID:
+                cache.prefixes[row].append(token)
+            table = self.script(cache.sentences[row], tuple(cache.prefixes[row]))
+            for next_token, probability in table.items():
+                logits[row, next_token] = math.log(probability)
+        return logits
+
+
+def short_or_long(sentence, prefix):
+    """[eos] has the higher total probability, [A, eos] the higher per-token probability."""
+    return {(): {EOS_ID: 0.5, A: 0.5}, (A,): {EOS_ID: 0.7, B: 0.3}}.get(prefix, {EOS_ID: 0.9})
+
+
+def run(script, beam=2, sentences=1, **decode):
+    model = ScriptedModel(script)
+    src = torch.full((sentences, 3), 7)
+    cfg = DecodeConfig(strategy="beam", beam=beam, **decode)
+    return model, beam_search(model, src, src == PAD_ID, cfg)
+
+
+def test_without_length_penalty_the_higher_total_wins():
+    _, [[best]] = run(short_or_long, length_penalty=0.0)
+    assert best.tokens == []
+    assert best.score == pytest.approx(math.log(0.5))
+
+
+def test_length_penalty_favours_the_longer_hypothesis():
+    _, [[best]] = run(short_or_long, length_penalty=1.0)
+    assert best.tokens == [A]
+    assert best.score == pytest.approx((math.log(0.5) + math.log(0.7)) / 2)
+
+
+def test_gnmt_length_penalty_formula():
+    cfg = DecodeConfig(length_penalty=0.6, length_penalty_form="gnmt")
+    assert length_penalty(7, cfg) == pytest.approx(((5 + 7) / 6) ** 0.6)
+    assert length_penalty(7, DecodeConfig(length_penalty=0.6)) == pytest.approx(7**0.6)
+
+
+def test_nbest_lists_hypotheses_best_first_with_token_scores():
+    _, [nbest] = run(short_or_long, nbest=2, length_penalty=1.0)
+    assert [h.tokens for h in nbest] == [[A], []]
+    assert nbest[0].token_scores == pytest.approx([math.log(0.5), math.log(0.7)])
+    assert nbest[1].token_scores == pytest.approx([math.log(0.5)])
+    assert nbest[0].score > nbest[1].score
+
+
+def test_min_len_forbids_early_eos():
+    _, [[best]] = run(short_or_long, min_len=2, length_penalty=1.0)
+    assert len(best.tokens) >= 2
+    assert best.tokens[:2] == [A, B]
+
+
+def test_max_len_forces_eos():
+    def loves_a(sentence, prefix):
+        return {A: 0.99, EOS_ID: 0.01}
+
+    _, [[best]] = run(loves_a, beam=1, max_len_a=0.0, max_len_b=2)
+    assert best.tokens == [A, A]
+    assert best.token_scores[-1] == pytest.approx(math.log(0.01))
+
+
+def test_eos_outside_the_first_beam_candidates_does_not_finish_a_hypothesis():
+    """With beam 1 only the single best candidate may end a hypothesis: eos at rank 2 at step 0
+    must not produce the empty translation (fairseq's rule)."""
+
+    def script(sentence, prefix):
+        return {(): {A: 0.6, EOS_ID: 0.4}}.get(prefix, {EOS_ID: 0.95})
+
+    _, [[best]] = run(script, beam=1, length_penalty=0.0)
+    assert best.tokens == [A]
+
+
+def test_a_sentence_is_done_when_it_has_beam_finished_hypotheses():
+    """fairseq's stopping rule: [A] and [] finish first, so [A, A] is never completed."""
+
+    def script(sentence, prefix):
+        return {A: 0.99, EOS_ID: 0.01}
+
+    _, [nbest] = run(script, beam=2, nbest=2, length_penalty=1.0)
+    assert [h.tokens for h in nbest] == [[A], []]
+
+
+def test_finished_sentences_leave_the_batch():
+    def script(sentence, prefix):
+        if sentence == 0:
+            return {EOS_ID: 0.99}
+        return {A: 0.9, C: 0.0999, EOS_ID: 1e-4} if len(prefix) < 4 else {EOS_ID: 0.99}
+
+    model, results = run(script, beam=2, sentences=2, length_penalty=1.0)
+    assert results[0][0].tokens == []
+    assert results[1][0].tokens == [A, A, A, A]
+    assert model.rows_per_step[0] == 4  # 2 sentences x beam 2
+    assert max(model.rows_per_step[2:]) == 2  # sentence 0 is gone
+
+
+def test_no_repeat_ngram_blocks_repeats():
+    def loves_a_then_b(sentence, prefix):
+        return {A: 0.6, B: 0.3, C: 0.09, EOS_ID: 0.01} if len(prefix) < 6 else {EOS_ID: 0.99}
+
+    _, [[plain]] = run(loves_a_then_b, beam=1)
+    assert plain.tokens == [A] * 6
+    _, [[blocked]] = run(loves_a_then_b, beam=1, no_repeat_ngram=2)
+    bigrams = list(zip(blocked.tokens, blocked.tokens[1:], strict=False))
+    assert len(bigrams) == len(set(bigrams))
+
+
+# --------------------------------------------------------------------------- a real model
+
+
+def batch_of(*lengths: int):
+    sources = [random_tokens(1, n, seed=60 + n) for n in lengths]
+    width = max(lengths)
+    src = torch.cat([pad_to(s, width) for s in sources])
+    return sources, src, src == PAD_ID
+
+
+def test_beam_one_equals_greedy():
+    model = tiny_model()
+    _, src, mask = batch_of(5, 8, 3)
+    greedy = greedy_search(model, src, mask, DecodeConfig(strategy="greedy"))
+    beam = beam_search(model, src, mask, DecodeConfig(strategy="beam", beam=1))
+    assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
+    for g, b in zip(greedy, beam, strict=True):
+        assert g[0].score == pytest.approx(b[0].score, abs=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_a_batch_decodes_like_each_sentence_alone(strategy):
+    model = tiny_model()
+    sources, src, mask = batch_of(5, 8, 3, 6)
+    cfg = DecodeConfig(strategy=strategy, beam=4, nbest=2 if strategy == "beam" else 1)
+    together = search(model, src, mask, cfg)
+    for source, hypotheses in zip(sources, together, strict=True):
+        alone = search(model, source, source == PAD_ID, cfg)[0]
+        assert [h.tokens for h in hypotheses] == [h.tokens for h in alone]
+        assert [h.score for h in hypotheses] == pytest.approx([h.score for h in alone], abs=1e-4)
+
+
+def test_cached_greedy_equals_recomputing_the_whole_prefix():
+    model = tiny_model()
+    _, src, mask = batch_of(6, 4)
+    cfg = DecodeConfig(strategy="greedy", max_len_a=0.0, max_len_b=8)
+    cached = [h[0].tokens for h in greedy_search(model, src, mask, cfg)]
+    for i in range(src.shape[0]):  # uncached: the full forward pass at every step
+        prefix = torch.tensor([[BOS_ID]])
+        output: list[int] = []
+        for _ in range(9):
+            logits = model(src[i : i + 1], mask[i : i + 1], prefix)[0, -1]
+            logits[[PAD_ID, BOS_ID]] = float("-inf")
+            token = int(logits.argmax()) if len(output) < 8 else EOS_ID
+            if token == EOS_ID:
+                break
+            output.append(token)
+            prefix = torch.cat([prefix, torch.tensor([[token]])], dim=1)
+        assert cached[i] == output
+
+
+def test_scores_are_the_sums_of_token_scores_normalised():
+    model = tiny_model()
+    _, src, mask = batch_of(5, 7)
+    cfg = DecodeConfig(strategy="beam", beam=3, nbest=3, length_penalty=0.6)
+    for nbest in beam_search(model, src, mask, cfg):
+        assert len(nbest) == 3
+        for h in nbest:
+            assert isinstance(h, Hypothesis)
+            assert len(h.token_scores) == len(h.tokens) + 1
+            normaliser = length_penalty(len(h.tokens) + 1, cfg)
+            assert h.score == pytest.approx(sum(h.token_scores) / normaliser, abs=1e-4)
+        assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
+
+
+def test_sampling_is_reproducible_from_its_seed():
+    model = tiny_model()
+    _, src, mask = batch_of(5, 7)
+    cfg = DecodeConfig(strategy="sample", seed=3)
+    first = [h[0].tokens for h in sample_search(model, src, mask, cfg)]
+    assert first == [h[0].tokens for h in sample_search(model, src, mask, cfg)]
+    others = {
+        tuple(h[0].tokens)
+        for seed in range(8)
+        for h in sample_search(model, src, mask, DecodeConfig(strategy="sample", seed=seed))
+    }
+    assert len(others) > 1
+
+
+def test_sampling_with_top_k_one_is_greedy():
+    model = tiny_model()
+    _, src, mask = batch_of(5, 7)
+    greedy = [h[0].tokens for h in greedy_search(model, src, mask, DecodeConfig())]
+    sampled = sample_search(model, src, mask, DecodeConfig(strategy="sample", top_k=1))
+    assert [h[0].tokens for h in sampled] == greedy
+
+
+def test_filter_distribution_keeps_top_k_and_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept_k = filter_distribution(logits, top_k=2, top_p=1.0)
+    assert torch.isinf(kept_k).tolist() == [[False, False, True, True]]
+    kept_p = filter_distribution(logits, top_k=0, top_p=0.75)
+    assert torch.isinf(kept_p).tolist() == [[False, False, True, True]]
+    kept_tiny = filter_distribution(logits, top_k=0, top_p=0.01)
+    assert torch.isinf(kept_tiny).tolist() == [[False, True, True, True]]
