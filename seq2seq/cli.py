@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import fields, is_dataclass
 from datetime import datetime
 from pathlib import Path
 
 import hydra
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
-from seq2seq.config import Config, register_configs
+from seq2seq.config import Config, DecodeConfig, register_configs
 from seq2seq.errors import UserError
+from seq2seq.metrics import format_score
 
 CONFIG_MODULE = "seq2seq.conf"
 log = logging.getLogger("seq2seq")
@@ -262,3 +266,253 @@ def average_main() -> None:
         )
 
     exit_on_user_error(job)
+
+
+# --------------------------------------------------------------------------- decode.* arguments
+
+
+def split_decode_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(other arguments, decode.* overrides)."""
+    decode = [a for a in argv if a.startswith("decode.")]
+    return [a for a in argv if not a.startswith("decode.")], decode
+
+
+def with_decode_overrides(decode: DecodeConfig, overrides: list[str]) -> DecodeConfig:
+    """The run's decoding settings with `decode.key=value` overrides, type-checked."""
+    if not overrides:
+        return decode
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(decode),
+            OmegaConf.from_dotlist([o.removeprefix("decode.") for o in overrides]),
+        )
+        return OmegaConf.to_object(merged)
+    except UserError:
+        raise
+    except Exception as error:
+        key = getattr(error, "full_key", "") or ""
+        if "not in" in str(error):
+            known = [f"decode.{f.name}" for f in fields(DecodeConfig)]
+            close = difflib.get_close_matches(f"decode.{key}", known, n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise UserError(f"unknown decoding option 'decode.{key}'{hint}") from None
+        first = str(error).strip().splitlines()[0]
+        raise UserError(f"invalid decoding option decode.{key}: {first}") from None
+
+
+# --------------------------------------------------------------------------- seq2seq-translate
+
+
+def read_input(path: str) -> Iterator[str]:
+    """Lines of a file or of stdin ("-"), decoded strictly; invalid UTF-8 names the line."""
+    stream = sys.stdin.buffer if path == "-" else open_input_file(Path(path))
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            name = "standard input" if path == "-" else path
+            raise UserError(f"{name}: invalid UTF-8 on line {number}") from None
+
+
+def open_input_file(path: Path):
+    if not path.exists():
+        raise UserError(f"input file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"input {path} is a directory, not a file")
+    return open(path, "rb")  # noqa: SIM115 (closed when the generator ends)
+
+
+def format_translation(index: int, translation, nbest: int) -> str:
+    """One line, or with decode.nbest > 1 one TSV line per hypothesis:
+    input index, rank, score, text."""
+    if nbest == 1:
+        return translation.text + "\n"
+    rows = translation.nbest or [(float("nan"), "")]
+    return "".join(
+        f"{index}\t{rank}\t{score:.4f}\t{text}\n"
+        for rank, (score, text) in enumerate(rows, start=1)
+    )
+
+
+TRANSLATE_ARGS = {
+    "run": "",
+    "input": "-",
+    "output": "-",
+    "checkpoint": "best",
+    "device": "auto",
+    "precision": "fp32",
+    "threads": "0",
+    "chunk": "5000",
+}
+
+
+def translate_main() -> None:
+    """seq2seq-translate run=<run dir> [input=-] [output=-] [checkpoint=best|last|average|<file>]
+    [device=auto] [precision=fp32|bf16] [threads=N] [decode.KEY=VALUE ...]"""
+
+    def job() -> None:
+        from seq2seq.translate import Translator, load_run_config
+
+        argv, decode_args = split_decode_arguments(sys.argv[1:])
+        args = parse_key_values(argv, TRANSLATE_ARGS)
+        set_threads(args["threads"])
+        run_dir = Path(args["run"])
+        decode = (
+            with_decode_overrides(load_run_config(run_dir).decode, decode_args)
+            if (run_dir / "config.yaml").is_file()
+            else None
+        )
+        translator = Translator.from_run(
+            run_dir, args["checkpoint"], args["device"], decode, args["precision"]
+        )
+        write_translations(translator, args)
+        if translator.truncated:
+            print(
+                f"warning: {translator.truncated} input line(s) longer than "
+                f"{translator.max_source_tokens} tokens were truncated",
+                file=sys.stderr,
+            )
+
+    exit_on_user_error(job)
+
+
+def write_translations(translator, args: dict[str, str]) -> None:
+    """Stream to stdout, or write a file under a temporary name renamed at the end."""
+    lines = read_input(args["input"])
+    translations = translator.translate_stream(lines, chunk_size=positive_int(args, "chunk"))
+    nbest = translator.decode.nbest
+    if args["output"] == "-":
+        for index, translation in enumerate(translations):
+            sys.stdout.write(format_translation(index, translation, nbest))
+        sys.stdout.flush()
+        return
+    output = Path(args["output"])
+    temporary = output.with_name(f".{output.name}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            progress = tqdm(translations, unit=" sentences", file=sys.stderr, disable=None)
+            for index, translation in enumerate(progress):
+                stream.write(format_translation(index, translation, nbest))
+        os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def positive_int(args: dict[str, str], key: str) -> int:
+    value = args[key]
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"{key} must be a positive integer, got '{value}'")
+    return int(value)
+
+
+def set_threads(value: str) -> None:
+    if not value.isdigit():
+        raise UserError(f"threads must be a non-negative integer, got '{value}'")
+    if int(value) > 0:
+        torch.set_num_threads(int(value))
+
+
+# --------------------------------------------------------------------------- seq2seq-evaluate
+
+
+EVALUATE_ARGS = {
+    "run": "-",
+    "split": "-",
+    "src": "-",
+    "ref": "-",
+    "hyp": "-",
+    "testset": "-",
+    "langpair": "-",
+    "out": "-",
+    "checkpoint": "best",
+    "device": "auto",
+    "precision": "fp32",
+    "threads": "0",
+    "metrics": "bleu,chrf",
+    "lowercase": "false",
+}
+
+
+def evaluate_main() -> None:
+    """seq2seq-evaluate hyp=<file> ref=<file>
+    | run=<run dir> src=<file> ref=<file>
+    | run=<run dir> split=<test|valid|split name>
+    | run=<run dir> testset=<sacreBLEU test set> langpair=<src-tgt>
+    [metrics=bleu,chrf,ter] [lowercase=false] [checkpoint=best] [decode.KEY=VALUE ...]"""
+
+    def job() -> None:
+        argv, decode_args = split_decode_arguments(sys.argv[1:])
+        args = parse_key_values(argv, EVALUATE_ARGS)
+        set_threads(args["threads"])
+        metrics = tuple(m.strip() for m in args["metrics"].split(","))
+        unknown = [m for m in metrics if m not in ("bleu", "chrf", "ter")]
+        if unknown:
+            raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from bleu, chrf, ter")
+        lowercase = args["lowercase"].lower() in ("true", "1", "yes")
+        for score in run_evaluation(args, decode_args, metrics, lowercase).values():
+            print(format_score(score))
+
+    exit_on_user_error(job)
+
+
+def run_evaluation(
+    args: dict[str, str], decode_args: list[str], metrics: tuple[str, ...], lowercase: bool
+) -> dict:
+    from seq2seq.evaluate import (
+        evaluate_split,
+        read_text_lines,
+        sacrebleu_test_set,
+        score_files,
+        translate_and_score,
+    )
+    from seq2seq.translate import Translator, load_run_config
+
+    given = {k for k, v in args.items() if v != "-"}
+    if {"hyp", "ref"} <= given and "run" not in given:
+        return score_files(Path(args["hyp"]), Path(args["ref"]), metrics, lowercase)
+    if "run" not in given:
+        raise UserError(
+            "give hyp=<file> ref=<file>, or run=<run dir> with src=+ref=, split= "
+            "or testset=+langpair="
+        )
+    run_dir = Path(args["run"])
+    config = load_run_config(run_dir)
+    config.decode = with_decode_overrides(config.decode, decode_args)
+    translator = Translator.from_run(
+        run_dir, args["checkpoint"], args["device"], config.decode, args["precision"]
+    )
+    out_dir = Path(args["out"]) if "out" in given else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "split" in given:
+        return evaluate_split(
+            translator.model,
+            translator.tokenizer,
+            config,
+            args["split"],
+            out_dir,
+            translator.device,
+            metrics,
+            lowercase,
+            verbose=False,
+        )
+    if {"src", "ref"} <= given:
+        sources, references = read_text_lines(Path(args["src"])), read_text_lines(Path(args["ref"]))
+        hyp_path = out_dir / f"hyp.{Path(args['src']).name}.txt"
+        return translate_and_score(
+            translator, sources, references, hyp_path, args["src"], metrics, lowercase
+        )
+    if {"testset", "langpair"} <= given:
+        sources, references = sacrebleu_test_set(args["testset"], args["langpair"])
+        hyp_path = out_dir / f"hyp.{args['testset'].replace('/', '_')}.{args['langpair']}.txt"
+        return translate_and_score(
+            translator,
+            sources,
+            references,
+            hyp_path,
+            f"{args['testset']}:{args['langpair']}",
+            metrics,
+            lowercase,
+        )
+    raise UserError(
+        "with run=, give src=<file> ref=<file>, split=<name> or testset=<name> langpair=<src-tgt>"
+    )

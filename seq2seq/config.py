@@ -313,7 +313,12 @@ class DecodeConfig:
         for name in ("beam", "nbest", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"decode.{name} must be at least 1, got {getattr(self, name)}")
-        if self.nbest > self.beam and self.strategy == SearchStrategy.beam:
+        if self.nbest > 1 and self.strategy != SearchStrategy.beam:
+            raise ConfigError(
+                f"decode.nbest={self.nbest} needs decode.strategy=beam "
+                f"(it is {self.strategy.value})"
+            )
+        if self.nbest > self.beam:
             raise ConfigError(
                 f"decode.nbest ({self.nbest}) cannot exceed decode.beam ({self.beam})"
             )

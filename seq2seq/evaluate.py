@@ -12,10 +12,11 @@ import torch
 from seq2seq.batching import EncodedSplit
 from seq2seq.config import Config
 from seq2seq.data import encode_split, load_split, split_spec
+from seq2seq.errors import UserError
 from seq2seq.metrics import Score, corpus_scores, format_score
 from seq2seq.model import Transformer
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.translate import translate_encoded
+from seq2seq.translate import Translator, translate_encoded
 
 log = logging.getLogger(__name__)
 RESULTS = "results.json"
@@ -44,25 +45,123 @@ def evaluate_split(
     split: str,
     out_dir: Path,
     device: torch.device,
+    metrics: tuple[str, ...] = ("bleu", "chrf"),
+    lowercase: bool = False,
+    verbose: bool = True,
 ) -> dict[str, Score]:
-    """Translate `split`, write the hypotheses next to results.json, return BLEU and chrF."""
+    """Translate `split` of the run's data, write the hypotheses next to results.json, score
+    them against the split's references."""
     name = split_spec(cfg.data, split)
     text = load_split(cfg.data, split)
     encoded = EncodedSplit.from_dataset(encode_split(text, tokenizer, cfg.data.num_proc))
     hypotheses = translate_encoded(model, encoded, tokenizer, cfg.decode, device)
     hyp_path = out_dir / f"hyp.{Path(name).name}.{cfg.data.tgt_lang}.txt"
     write_lines_atomically(hyp_path, hypotheses)
-    scores = corpus_scores(hypotheses, list(text["tgt"]))
+    scores = corpus_scores(hypotheses, list(text["tgt"]), metrics, lowercase)
     record_results(
         out_dir,
         name,
         {
             "hypotheses": hyp_path.name,
             "sentences": len(hypotheses),
-            "decode": {"strategy": cfg.decode.strategy.value, "beam": cfg.decode.beam},
+            "decode": {
+                "strategy": cfg.decode.strategy.value,
+                "beam": cfg.decode.beam,
+                "length_penalty": cfg.decode.length_penalty,
+            },
             **{metric: score.to_dict() for metric, score in scores.items()},
         },
     )
-    for score in scores.values():
-        print(f"{name}: {format_score(score)}")
+    if verbose:
+        for score in scores.values():
+            print(f"{name}: {format_score(score)}")
     return scores
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file (newlines removed); invalid UTF-8 names the line."""
+    if not path.is_file():
+        raise UserError(
+            f"file not found: {path}" if not path.exists() else f"{path} is a directory, not a file"
+        )
+    lines = []
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                lines.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError:
+                raise UserError(f"{path}: invalid UTF-8 on line {number}") from None
+    return lines
+
+
+def score_files(
+    hyp_path: Path, ref_path: Path, metrics: tuple[str, ...], lowercase: bool
+) -> dict[str, Score]:
+    """Score an existing hypothesis file; results.json goes next to it."""
+    hypotheses, references = read_text_lines(hyp_path), read_text_lines(ref_path)
+    if len(hypotheses) != len(references):
+        raise UserError(
+            f"{hyp_path} has {len(hypotheses)} lines but {ref_path} has "
+            f"{len(references)}: hypotheses and references must be line-aligned"
+        )
+    scores = corpus_scores(hypotheses, references, metrics, lowercase)
+    record_results(
+        hyp_path.parent,
+        hyp_path.name,
+        {
+            "hypotheses": hyp_path.name,
+            "references": str(ref_path),
+            "sentences": len(hypotheses),
+            **{metric: score.to_dict() for metric, score in scores.items()},
+        },
+    )
+    return scores
+
+
+def translate_and_score(
+    translator: Translator,
+    sources: list[str],
+    references: list[str],
+    hyp_path: Path,
+    key: str,
+    metrics: tuple[str, ...],
+    lowercase: bool,
+) -> dict[str, Score]:
+    """Translate `sources`, write the hypotheses to `hyp_path`, score against `references`."""
+    if len(sources) != len(references):
+        raise UserError(
+            f"{len(sources)} source lines but {len(references)} references: "
+            "they must be line-aligned"
+        )
+    hypotheses = translator.translate(sources)
+    write_lines_atomically(hyp_path, hypotheses)
+    scores = corpus_scores(hypotheses, references, metrics, lowercase)
+    decode = translator.decode
+    record_results(
+        hyp_path.parent,
+        key,
+        {
+            "hypotheses": hyp_path.name,
+            "sentences": len(hypotheses),
+            "decode": {
+                "strategy": decode.strategy.value,
+                "beam": decode.beam,
+                "length_penalty": decode.length_penalty,
+            },
+            **{metric: score.to_dict() for metric, score in scores.items()},
+        },
+    )
+    return scores
+
+
+def sacrebleu_test_set(testset: str, langpair: str) -> tuple[list[str], list[str]]:
+    """Source and reference lines of one of sacreBLEU's test sets (downloaded by sacreBLEU)."""
+    from sacrebleu.utils import get_reference_files, get_source_file
+
+    try:
+        source = get_source_file(testset, langpair)
+        references = get_reference_files(testset, langpair)
+    except Exception as error:  # unknown set, unknown pair, no network: sacreBLEU's message
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise UserError(f"cannot get sacreBLEU test set {testset} {langpair}: {message}") from None
+    return read_text_lines(Path(source)), read_text_lines(Path(references[0]))

@@ -1,28 +1,181 @@
-"""Translate encoded sentences in length-sorted token-budget batches, returned in input order."""
+"""`Translator`: load a run, batch sentences by length within a token budget, search,
+detokenise, and return the translations in input order.
+
+    translator = Translator.from_run("runs/multi30k_en_de/20261122-010203")
+    translator.translate(["A man rides a bike.", "Two dogs play in the snow."])
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
-from seq2seq.batching import Batch, EncodedSplit, TokenBudgetSampler
-from seq2seq.config import DecodeConfig
+from seq2seq import checkpoint
+from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
+from seq2seq.config import Config, DecodeConfig, Precision
+from seq2seq.constants import EOS_ID, PAD_ID
+from seq2seq.errors import UserError
 from seq2seq.model import Transformer
-from seq2seq.search import search
+from seq2seq.search import Hypothesis, search
 from seq2seq.tokenizer import Tokenizer
 
-
-def source_batches(encoded: EncodedSplit, max_tokens: int) -> Iterator[Batch]:
-    """Batches sorted by source length within a token budget that counts sources only."""
-    sampler = TokenBudgetSampler(
-        encoded.src_lengths, np.zeros_like(encoded.src_lengths), max_tokens, shuffle=False
-    )
-    return encoded.batches(sampler)
+log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
+@dataclass
+class Translation:
+    text: str  # the best hypothesis, detokenised ("" for an empty input line)
+    nbest: list[tuple[float, str]]  # (score, text) of the n best hypotheses, best first
+
+
+def load_run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run directory: config.yaml is missing")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
+
+
+def weights_path(run_dir: Path, which: str) -> Path:
+    """`best`, `last`, `average` or a path to a .safetensors file."""
+    named = {
+        "best": checkpoint.BEST_WEIGHTS,
+        "last": checkpoint.WEIGHTS,
+        "average": "model.avg.safetensors",
+    }
+    return run_dir / named[which] if which in named else Path(which)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} but CUDA is not available; use device=cpu")
+    return torch.device(name)
+
+
+class Translator:
+    """A model, its tokenizer and decoding settings, ready to translate text."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        decode: DecodeConfig,
+        device: torch.device | str = "cpu",
+        precision: Precision = Precision.fp32,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.decode = decode
+        self.precision = Precision(precision)
+        self.max_source_tokens = model.cfg.max_positions - 1  # room for eos
+        self.truncated = 0  # input lines cut to the model's maximum length so far
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        checkpoint_name: str = "best",
+        device: str = "auto",
+        decode: DecodeConfig | None = None,
+        precision: str = "fp32",
+    ) -> Translator:
+        """Load a run directory (its config, tokenizer and the chosen weights)."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"run directory {run_dir} does not exist")
+        meta = checkpoint.read_meta(run_dir)
+        config = load_run_config(run_dir)
+        tokenizer = Tokenizer.load(run_dir)
+        if meta.get("tokenizer_sha256") and tokenizer.sha256() != meta["tokenizer_sha256"]:
+            raise UserError(
+                f"the tokenizer in {run_dir} is not the one this model was trained "
+                "with (SHA-256 differs from meta.json)"
+            )
+        model = Transformer(config.model)
+        checkpoint.load_weights(model, weights_path(run_dir, checkpoint_name))
+        return cls(
+            model, tokenizer, decode or config.decode, resolve_device(device), Precision(precision)
+        )
+
+    # ------------------------------------------------------------------ text
+
+    def translate(self, sentences: list[str]) -> list[str]:
+        """One translation per sentence, in order."""
+        return [t.text for t in self.translate_full(sentences)]
+
+    def translate_full(self, sentences: list[str]) -> list[Translation]:
+        """Translations with their n-best lists; an empty line translates to ""."""
+        sources = self.encode_sources(sentences)
+        filled = [i for i, ids in enumerate(sources) if ids]
+        results = [Translation("", []) for _ in sentences]
+        hypotheses = self.search_ids([sources[i] for i in filled])
+        for i, nbest in zip(filled, hypotheses, strict=True):
+            texts = self.tokenizer.decode([h.tokens for h in nbest], "tgt")
+            results[i] = Translation(
+                texts[0], [(h.score, t) for h, t in zip(nbest, texts, strict=True)]
+            )
+        return results
+
+    def translate_stream(
+        self, lines: Iterable[str], chunk_size: int = 5000
+    ) -> Iterator[Translation]:
+        """Translate an iterable of lines chunk by chunk, in constant memory."""
+        chunk: list[str] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) == chunk_size:
+                yield from self.translate_full(chunk)
+                chunk = []
+        if chunk:
+            yield from self.translate_full(chunk)
+
+    def encode_sources(self, sentences: list[str]) -> list[list[int]]:
+        """Subword ids; lines longer than the model's positions are truncated and counted."""
+        stripped = [s.strip() for s in sentences]
+        encoded = self.tokenizer.encode(stripped, "src")
+        sources = []
+        for ids in encoded:
+            if len(ids) > self.max_source_tokens:
+                self.truncated += 1
+                ids = ids[: self.max_source_tokens]
+            sources.append(ids)
+        return sources
+
+    # ------------------------------------------------------------------ ids
+
+    @torch.no_grad()
+    def search_ids(self, sources: list[list[int]]) -> list[list[Hypothesis]]:
+        """n-best lists for each source (ids without eos), in input order. Sentences are
+        sorted by length and cut into batches of at most decode.max_tokens source tokens."""
+        if not sources:
+            return []
+        sizes = np.array([len(ids) + 1 for ids in sources])
+        order = np.argsort(sizes, kind="stable")
+        results: list[list[Hypothesis]] = [[] for _ in sources]
+        for batch in token_budget_batches(order, sizes, self.decode.max_tokens):
+            src = pad_rows([sources[i] for i in batch], [], [EOS_ID]).to(self.device)
+            with self.autocast():
+                found = search(self.model, src, src == PAD_ID, self.decode)
+            for i, nbest in zip(batch.tolist(), found, strict=True):
+                results[i] = nbest
+        return results
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == Precision.fp32:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == Precision.bf16 else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+
 def translate_encoded(
     model: Transformer,
     encoded: EncodedSplit,
@@ -30,14 +183,12 @@ def translate_encoded(
     cfg: DecodeConfig,
     device: torch.device,
 ) -> list[str]:
-    """Detokenised translations of every row, in the order of the rows' `id` (0..n-1, as in
-    validation and test splits, which are never filtered)."""
-    model.eval()
-    translations = [""] * len(encoded)
-    for batch in source_batches(encoded, cfg.max_tokens):
-        batch = batch.to(device)
-        best = [nbest[0] for nbest in search(model, batch.src, batch.src_pad_mask, cfg)]
-        texts = tokenizer.decode([h.tokens for h in best], "tgt")
-        for row_id, text in zip(batch.ids.tolist(), texts, strict=True):
-            translations[row_id] = text
+    """Translations of an encoded validation/test split, in the order of its `id` column."""
+    rows = encoded.dataset[encoded.rows.tolist()]
+    translator = Translator(model, tokenizer, cfg, device)
+    best = translator.search_ids(rows["src_ids"])
+    texts = tokenizer.decode([nbest[0].tokens for nbest in best], "tgt")
+    translations = [""] * len(texts)
+    for row_id, text, ids in zip(rows["id"], texts, rows["src_ids"], strict=True):
+        translations[row_id] = text if ids else ""
     return translations

@@ -1,0 +1,220 @@
+"""seq2seq-translate and seq2seq-evaluate on a trained toy run, as users run them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+from toy import toy_overrides, write_toy_corpus
+
+from seq2seq.config import DecodeConfig
+from seq2seq.translate import Translator
+
+pytestmark = pytest.mark.slow
+
+
+def script(name: str) -> str:
+    path = shutil.which(name, path=sysconfig.get_path("scripts"))
+    assert path is not None
+    return path
+
+
+def run(name: str, *args: str, stdin: str | bytes | None = None) -> subprocess.CompletedProcess:
+    text = not isinstance(stdin, bytes)
+    return subprocess.run(
+        [script(name), *args], input=stdin, capture_output=True, text=text, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_toy_corpus(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(corpus, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    result = run(
+        "seq2seq-train",
+        *toy_overrides(
+            corpus, run_dir, train__max_steps=60, train__validate_every=30, decode__max_len_b=12
+        ),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
+LINES = ["red dog runs", "", "the big cat", "   ", "a small bird near the house"]
+
+
+def test_every_input_line_gets_exactly_one_output_line(run_dir):
+    result = run("seq2seq-translate", f"run={run_dir}", stdin="\n".join(LINES) + "\n")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout.split("\n")[:-1]
+    assert len(output) == len(LINES)
+    assert output[1] == "" and output[3] == ""
+    for i in (0, 2, 4):  # each line translates as it does alone
+        alone = run("seq2seq-translate", f"run={run_dir}", stdin=LINES[i] + "\n").stdout
+        assert output[i] == alone.rstrip("\n")
+
+
+def test_python_api_gives_the_same_translations(run_dir):
+    translator = Translator.from_run(run_dir, device="cpu")
+    cli = run("seq2seq-translate", f"run={run_dir}", stdin="\n".join(LINES) + "\n")
+    assert translator.translate(LINES) == cli.stdout.split("\n")[:-1]
+
+
+def test_an_over_long_line_is_truncated_with_a_warning_and_neighbours_are_unaffected(run_dir):
+    long_line = " ".join(["dog"] * 10_000)
+    alone = run("seq2seq-translate", f"run={run_dir}", stdin="the big cat\n").stdout
+    result = run(
+        "seq2seq-translate", f"run={run_dir}", stdin=f"the big cat\n{long_line}\nthe big cat\n"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")[:-1]
+    assert len(lines) == 3
+    assert lines[0] == lines[2] == alone.strip()
+    assert "1 input line(s) longer than" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_files_in_and_out_leave_no_temporary_file(run_dir, tmp_path):
+    source = tmp_path / "input.txt"
+    source.write_text("\n".join(LINES) + "\n")
+    output = tmp_path / "out" / "output.txt"
+    output.parent.mkdir()
+    result = run("seq2seq-translate", f"run={run_dir}", f"input={source}", f"output={output}")
+    assert result.returncode == 0, result.stderr
+    assert len(output.read_text().split("\n")[:-1]) == len(LINES)
+    assert [p.name for p in output.parent.iterdir()] == ["output.txt"]
+
+
+def test_nbest_writes_ranked_tsv_lines(run_dir):
+    result = run(
+        "seq2seq-translate",
+        f"run={run_dir}",
+        "decode.strategy=beam",
+        "decode.beam=4",
+        "decode.nbest=3",
+        stdin="red dog runs\nthe big cat\n",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("0", "1"),
+        ("0", "2"),
+        ("0", "3"),
+        ("1", "1"),
+        ("1", "2"),
+        ("1", "3"),
+    ]
+    scores = [float(r[2]) for r in rows[:3]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_decoding_options_can_be_overridden_in_python(run_dir):
+    greedy = Translator.from_run(run_dir, device="cpu", decode=DecodeConfig(strategy="greedy"))
+    beam1 = Translator.from_run(run_dir, device="cpu", decode=DecodeConfig(beam=1))
+    assert greedy.translate(LINES) == beam1.translate(LINES)
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["decode.bem=3"], "", "unknown decoding option 'decode.bem'; did you mean decode.beam"),
+        (["decode.beam=x"], "", "decode.beam"),
+        (["outptu=x"], "", "did you mean output?"),
+        ([], b"fine\n\xff\xfe bad\n", "standard input: invalid UTF-8 on line 2"),
+    ],
+)
+def test_translate_mistakes_are_one_line_errors(run_dir, args, stdin, message):
+    result = run("seq2seq-translate", f"run={run_dir}", *args, stdin=stdin)
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert result.returncode == 2
+    assert message in stderr
+    assert "Traceback" not in stderr
+
+
+def test_missing_run_directory(tmp_path):
+    result = run("seq2seq-translate", f"run={tmp_path / 'nope'}", stdin="")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_a_swapped_tokenizer_is_refused(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "spm.model").write_bytes((copy / "spm.model").read_bytes() + b"\0")
+    result = run("seq2seq-translate", f"run={copy}", stdin="red dog\n")
+    assert result.returncode == 2
+    assert "SHA-256" in result.stderr
+
+
+def test_evaluate_a_split_of_the_run(run_dir, tmp_path):
+    result = run("seq2seq-evaluate", f"run={run_dir}", "split=test", f"out={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("BLEU = ")
+    assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in result.stdout
+    assert "chrF2 = " in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    (entry,) = results.values()
+    assert entry["sentences"] == 40
+    assert (tmp_path / entry["hypotheses"]).is_file()
+
+
+def test_evaluate_matches_the_sacrebleu_command_line(run_dir, corpus, tmp_path):
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text(
+        run("seq2seq-translate", f"run={run_dir}", stdin=(corpus / "test.en").read_text()).stdout
+    )
+    ref = corpus / "test.de"
+    ours = run("seq2seq-evaluate", f"hyp={hyp}", f"ref={ref}")
+    assert ours.returncode == 0, ours.stderr
+    theirs = run(
+        "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-b", "-w", "2", "-f", "text"
+    )
+    bleu, chrf = (float(x) for x in theirs.stdout.split())
+    assert f"BLEU = {bleu:.2f}" in ours.stdout
+    assert f"chrF2 = {chrf:.2f}" in ours.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["hyp.txt"]["bleu"]["score"] == (
+        pytest.approx(bleu, abs=0.01)
+    )
+
+
+def test_evaluate_source_and_reference_files(run_dir, corpus, tmp_path):
+    result = run(
+        "seq2seq-evaluate",
+        f"run={run_dir}",
+        f"src={corpus / 'test.en'}",
+        f"ref={corpus / 'test.de'}",
+        f"out={tmp_path}",
+        "metrics=bleu,chrf,ter",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "TER = " in result.stdout
+    assert (tmp_path / "hyp.test.en.txt").is_file()
+
+
+@pytest.mark.parametrize(
+    "ref_lines, ref_bytes, message",
+    [
+        (["a", "b", "c"], None, "has 2 lines but"),
+        (None, b"a\n\xff\n", "invalid UTF-8 on line 2"),
+    ],
+)
+def test_evaluate_mistakes_are_one_line_errors(tmp_path, ref_lines, ref_bytes, message):
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text("a\nb\n")
+    ref = tmp_path / "ref.txt"
+    if ref_lines is not None:
+        ref.write_text("\n".join(ref_lines) + "\n")
+    else:
+        ref.write_bytes(ref_bytes)
+    result = run("seq2seq-evaluate", f"hyp={hyp}", f"ref={ref}")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
