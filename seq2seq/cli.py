@@ -516,3 +516,25 @@ def run_evaluation(
     raise UserError(
         "with run=, give src=<file> ref=<file>, split=<name> or testset=<name> langpair=<src-tgt>"
     )
+
+
+# --------------------------------------------------------------------------- seq2seq-export
+
+
+def export_main() -> None:
+    """seq2seq-export run=<run dir> to=hf out=<dir> [checkpoint=best|last|average|<file>]"""
+
+    def job() -> None:
+        from seq2seq.export import export_hf
+        from seq2seq.translate import Translator
+
+        args = parse_key_values(
+            sys.argv[1:], {"run": "", "to": "hf", "out": "", "checkpoint": "best"}
+        )
+        if args["to"] != "hf":
+            raise UserError(f"unknown export format to={args['to']}; available: hf")
+        translator = Translator.from_run(Path(args["run"]), args["checkpoint"], "cpu")
+        export_hf(translator.model, translator.tokenizer, Path(args["out"]))
+        print(f"exported {args['run']} to {args['out']} (Hugging Face MarianMTModel)")
+
+    exit_on_user_error(job)

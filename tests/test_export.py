@@ -1,0 +1,109 @@
+"""Export to Hugging Face Marian: same logits, same tokenization, same greedy output."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sysconfig
+
+import pytest
+import torch
+from helpers import pad_to, random_tokens, tiny_model
+from toy import toy_overrides, write_toy_corpus
+
+from seq2seq.config import DecodeConfig
+from seq2seq.constants import EOS_ID, PAD_ID
+from seq2seq.errors import UserError
+from seq2seq.translate import Translator
+
+transformers = pytest.importorskip("transformers")
+from seq2seq.export import to_marian  # noqa: E402
+
+
+def test_exported_model_gives_the_same_logits():
+    model = tiny_model(norm="post", positions="sinusoidal", tie_embeddings="all")
+    marian = to_marian(model)
+    sources = [random_tokens(1, n, seed=n) for n in (6, 3, 5)]
+    src = torch.cat([pad_to(torch.cat([s, torch.tensor([[EOS_ID]])], dim=1), 7) for s in sources])
+    tgt = random_tokens(3, 5, seed=9)
+    with torch.no_grad():
+        ours = model(src, src == PAD_ID, tgt)
+        theirs = marian(
+            input_ids=src, attention_mask=(src != PAD_ID).long(), decoder_input_ids=tgt
+        ).logits
+    assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"norm": "pre"}, "model.norm"),
+        ({"positions": "learned"}, "model.positions"),
+        ({"tie_embeddings": "decoder"}, "model.tie_embeddings"),
+    ],
+)
+def test_configurations_marian_cannot_represent_are_refused(change, field):
+    with pytest.raises(UserError, match=field):
+        to_marian(tiny_model(**change))
+
+
+@pytest.mark.slow
+def test_exported_directory_loads_and_translates_like_ours(tmp_path):
+    corpus = write_toy_corpus(tmp_path / "toy")
+    run_dir = tmp_path / "run"
+    scripts = sysconfig.get_path("scripts")
+    train = subprocess.run(
+        [
+            shutil.which("seq2seq-train", path=scripts),
+            *toy_overrides(
+                corpus,
+                run_dir,
+                train__max_steps=40,
+                train__validate_every=40,
+                train__valid_bleu=False,
+                train__test_at_end=False,
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert train.returncode == 0, train.stderr[-2000:]
+    out = tmp_path / "hf"
+    export = subprocess.run(
+        [shutil.which("seq2seq-export", path=scripts), f"run={run_dir}", "to=hf", f"out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert export.returncode == 0, export.stderr[-2000:]
+
+    hf_tokenizer = transformers.MarianTokenizer.from_pretrained(str(out))
+    hf_model = transformers.MarianMTModel.from_pretrained(str(out)).eval()
+    translator = Translator.from_run(
+        run_dir, device="cpu", decode=DecodeConfig(strategy="greedy", max_len_a=0, max_len_b=20)
+    )
+    sentences = ["red dog runs", "the big cat near a house", "bird"]
+    ours_ids = translator.tokenizer.encode(sentences, "src")
+    batch = hf_tokenizer(sentences, return_tensors="pt", padding=True)
+    for row, ids in zip(batch["input_ids"].tolist(), ours_ids, strict=True):
+        assert row[: len(ids) + 1] == [*ids, EOS_ID]
+    generated = hf_model.generate(**batch, num_beams=1, do_sample=False, max_new_tokens=21)
+    hf_texts = hf_tokenizer.batch_decode(generated, skip_special_tokens=True)
+    assert hf_texts == translator.translate(sentences)
+
+
+def test_export_to_an_unknown_format_is_one_line(tmp_path):
+    result = subprocess.run(
+        [
+            shutil.which("seq2seq-export", path=sysconfig.get_path("scripts")),
+            f"run={tmp_path}",
+            "to=onnx",
+            f"out={tmp_path}/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "unknown export format to=onnx" in result.stderr
