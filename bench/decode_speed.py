@@ -48,14 +48,20 @@ def ours(translator: Translator, sources: list[list[int]], batch: list[int]) -> 
     return [nbest[0].tokens for nbest in found]
 
 
-def theirs(marian, sources: list[list[int]], batch: list[int], cfg: DecodeConfig
-           ) -> list[list[int]]:
+def theirs(
+    marian, sources: list[list[int]], batch: list[int], cfg: DecodeConfig
+) -> list[list[int]]:
     src = pad_rows([sources[i] for i in batch], [], [EOS_ID])
     longest = max(len(sources[i]) for i in batch)
     generated = marian.generate(
-        input_ids=src, attention_mask=(src != PAD_ID).long(), num_beams=cfg.beam,
-        length_penalty=cfg.length_penalty, early_stopping=True, do_sample=False,
-        max_new_tokens=int(cfg.max_len_a * longest) + cfg.max_len_b + 1)
+        input_ids=src,
+        attention_mask=(src != PAD_ID).long(),
+        num_beams=cfg.beam,
+        length_penalty=cfg.length_penalty,
+        early_stopping=True,
+        do_sample=False,
+        max_new_tokens=int(cfg.max_len_a * longest) + cfg.max_len_b + 1,
+    )
     special = {PAD_ID, EOS_ID, 2}
     return [[t for t in row if t not in special] for row in generated.tolist()]
 
@@ -93,13 +99,20 @@ def main() -> None:
         "seq2seq_bf16": lambda b: ours(bf16, sources, b),
         "hf_generate": lambda b: theirs(marian, sources, b, cfg),
     }
-    results: dict = {"machine": platform.machine(), "threads": args.threads,
-                     "torch": torch.__version__, "sentences": len(sources), "beam": cfg.beam}
-    for label, batches in (("batch_64", batches_of(order, 64)),
-                           ("batch_1", batches_of(list(range(args.single)), 1))):
+    results: dict = {
+        "machine": platform.machine(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "sentences": len(sources),
+        "beam": cfg.beam,
+    }
+    for label, batches in (
+        ("batch_64", batches_of(order, 64)),
+        ("batch_1", batches_of(list(range(args.single)), 1)),
+    ):
         times: dict[str, list[float]] = {name: [] for name in systems}
         outputs: dict[str, dict[int, list[int]]] = {}
-        for name, translate in systems.items():  # warm-up
+        for translate in systems.values():  # warm-up
             timed(translate, batches[:2])
         for _ in range(args.rounds):
             for name, translate in systems.items():
@@ -110,16 +123,20 @@ def main() -> None:
         for name in systems:
             seconds = statistics.median(times[name])
             tokens = sum(len(t) + 1 for t in outputs[name].values())
-            report[name] = {"sentences_per_s": round(count / seconds, 1),
-                            "target_tokens_per_s": round(tokens / seconds),
-                            "seconds": [round(t, 2) for t in times[name]]}
+            report[name] = {
+                "sentences_per_s": round(count / seconds, 1),
+                "target_tokens_per_s": round(tokens / seconds),
+                "seconds": [round(t, 2) for t in times[name]],
+            }
             if label == "batch_64":
-                texts = translator.tokenizer.decode([outputs[name][i] for i in
-                                                     range(len(sources))], "tgt")
+                texts = translator.tokenizer.decode(
+                    [outputs[name][i] for i in range(len(sources))], "tgt"
+                )
                 report[name]["bleu"] = corpus_scores(texts, references, ("bleu",))["bleu"].score
         for name in ("seq2seq", "seq2seq_bf16"):
             report[name]["speedup_vs_hf"] = round(
-                report[name]["sentences_per_s"] / report["hf_generate"]["sentences_per_s"], 2)
+                report[name]["sentences_per_s"] / report["hf_generate"]["sentences_per_s"], 2
+            )
         same = sum(outputs["seq2seq"][i] == outputs["hf_generate"][i] for i in outputs["seq2seq"])
         report["identical_outputs_seq2seq_vs_hf"] = f"{same}/{count}"
         results[label] = report

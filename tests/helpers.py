@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+import shutil
+import subprocess
+import sysconfig
 from pathlib import Path
 
 import torch
@@ -66,3 +69,23 @@ def read_gz_lines(path: Path, limit: int | None = None) -> list[str]:
     with gzip.open(path, "rt", encoding="utf-8") as stream:
         lines = (line.rstrip("\n") for line in stream)
         return list(itertools.islice(lines, limit))
+
+
+def installed_script(name: str) -> str:
+    """The path of a console script installed next to this Python (venv not activated too)."""
+    path = shutil.which(name, path=sysconfig.get_path("scripts")) or shutil.which(name)
+    assert path is not None, f"{name} is not installed"
+    return path
+
+
+def run_command(
+    name: str, *args: str, stdin: str | bytes | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run an installed console script as a user would; text in and out unless stdin is bytes."""
+    return subprocess.run(
+        [installed_script(name), *args],
+        input=stdin,
+        capture_output=True,
+        text=not isinstance(stdin, bytes),
+        timeout=timeout,
+    )

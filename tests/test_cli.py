@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import sysconfig
 
 import pytest
+from helpers import run_command
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    script = shutil.which(args[0], path=sysconfig.get_path("scripts"))
-    assert script is not None, f"{args[0]} is not installed"
-    return subprocess.run([script, *args[1:]], capture_output=True, text=True, timeout=120)
+    return run_command(*args, timeout=120)
 
 
 def test_info_builds_the_configured_model_and_prints_its_size():

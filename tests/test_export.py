@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sysconfig
 
 import pytest
 import torch
-from helpers import pad_to, random_tokens, tiny_model
+from helpers import installed_script, pad_to, random_tokens, tiny_model
 from toy import toy_overrides, write_toy_corpus
 
 from seq2seq.config import DecodeConfig
@@ -51,10 +49,9 @@ def test_configurations_marian_cannot_represent_are_refused(change, field):
 def test_exported_directory_loads_and_translates_like_ours(tmp_path):
     corpus = write_toy_corpus(tmp_path / "toy")
     run_dir = tmp_path / "run"
-    scripts = sysconfig.get_path("scripts")
     train = subprocess.run(
         [
-            shutil.which("seq2seq-train", path=scripts),
+            installed_script("seq2seq-train"),
             *toy_overrides(
                 corpus,
                 run_dir,
@@ -71,7 +68,7 @@ def test_exported_directory_loads_and_translates_like_ours(tmp_path):
     assert train.returncode == 0, train.stderr[-2000:]
     out = tmp_path / "hf"
     export = subprocess.run(
-        [shutil.which("seq2seq-export", path=scripts), f"run={run_dir}", "to=hf", f"out={out}"],
+        [installed_script("seq2seq-export"), f"run={run_dir}", "to=hf", f"out={out}"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -96,7 +93,7 @@ def test_exported_directory_loads_and_translates_like_ours(tmp_path):
 def test_export_to_an_unknown_format_is_one_line(tmp_path):
     result = subprocess.run(
         [
-            shutil.which("seq2seq-export", path=sysconfig.get_path("scripts")),
+            installed_script("seq2seq-export"),
             f"run={tmp_path}",
             "to=onnx",
             f"out={tmp_path}/x",

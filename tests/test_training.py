@@ -7,14 +7,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
+from helpers import installed_script
 from toy import toy_overrides, write_toy_corpus
 
 from seq2seq import checkpoint
@@ -23,15 +22,12 @@ pytestmark = pytest.mark.slow
 QUICK = {"train__valid_bleu": False, "train__test_at_end": False}
 
 
-def script(name: str) -> str:
-    path = shutil.which(name, path=sysconfig.get_path("scripts"))
-    assert path is not None, f"{name} is not installed"
-    return path
-
-
 def seq2seq_train(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [script("seq2seq-train"), *overrides], capture_output=True, text=True, timeout=timeout
+        [installed_script("seq2seq-train"), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -123,7 +119,7 @@ def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path):
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        [script("seq2seq-train"), *toy_overrides(corpus, killed, **common)],
+        [installed_script("seq2seq-train"), *toy_overrides(corpus, killed, **common)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -151,7 +147,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     run_dir = tmp_path / "interrupted"
     process = subprocess.Popen(
         [
-            script("seq2seq-train"),
+            installed_script("seq2seq-train"),
             *toy_overrides(
                 corpus, run_dir, train__max_steps=100000, train__validate_every=100000, **QUICK
             ),
@@ -182,7 +178,7 @@ def test_resume_applies_new_limits_but_refuses_group_changes(finished_run, tmp_p
     seq2seq_train(f"run_dir={run_dir}", "train.max_steps=32", "train.test_at_end=false")
     assert torch.load(run_dir / "train_state.pt", weights_only=True)["step"] == 32
     result = subprocess.run(
-        [script("seq2seq-train"), f"run_dir={run_dir}", "model=small"],
+        [installed_script("seq2seq-train"), f"run_dir={run_dir}", "model=small"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -194,7 +190,7 @@ def test_resume_applies_new_limits_but_refuses_group_changes(finished_run, tmp_p
 def test_average_of_checkpoints_is_their_mean(finished_run, tmp_path):
     out = tmp_path / "avg.safetensors"
     result = subprocess.run(
-        [script("seq2seq-average"), f"run={finished_run}", "last=2", f"out={out}"],
+        [installed_script("seq2seq-average"), f"run={finished_run}", "last=2", f"out={out}"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -208,7 +204,10 @@ def test_average_of_checkpoints_is_their_mean(finished_run, tmp_path):
 
 def test_average_with_a_wrong_argument_is_one_line(tmp_path):
     result = subprocess.run(
-        [script("seq2seq-average"), f"runn={tmp_path}"], capture_output=True, text=True, timeout=60
+        [installed_script("seq2seq-average"), f"runn={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "did you mean run?" in result.stderr
@@ -222,14 +221,14 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(co
     single = tmp_path / "single"
     seq2seq_train(*toy_overrides(corpus, single, train__accumulate=2, **common))
     parallel = tmp_path / "parallel"
-    torchrun = shutil.which("torchrun", path=sysconfig.get_path("scripts"))
+    torchrun = installed_script("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
-            torchrun or sys.executable,
+            torchrun,
             "--standalone",
             "--nproc_per_node=2",
-            script("seq2seq-train"),
+            installed_script("seq2seq-train"),
             *toy_overrides(corpus, parallel, **common),
         ],
         capture_output=True,

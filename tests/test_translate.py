@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import run_command
 from toy import toy_overrides, write_toy_corpus
 
 from seq2seq.config import DecodeConfig
@@ -17,17 +17,8 @@ from seq2seq.translate import Translator
 pytestmark = pytest.mark.slow
 
 
-def script(name: str) -> str:
-    path = shutil.which(name, path=sysconfig.get_path("scripts"))
-    assert path is not None
-    return path
-
-
 def run(name: str, *args: str, stdin: str | bytes | None = None) -> subprocess.CompletedProcess:
-    text = not isinstance(stdin, bytes)
-    return subprocess.run(
-        [script(name), *args], input=stdin, capture_output=True, text=text, timeout=300
-    )
+    return run_command(name, *args, stdin=stdin)
 
 
 @pytest.fixture(scope="module")
