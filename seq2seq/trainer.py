@@ -96,6 +96,16 @@ def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager
     return contextlib.nullcontext()
 
 
+def tensorboard_writer(run_dir: Path):
+    """A SummaryWriter into run_dir/tensorboard, or None without the tensorboard package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
 def rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -203,6 +213,7 @@ class Trainer:
         self.stop_reason = ""
         self.last_saved_step = -1
         self.interrupted = False  # set by Ctrl-C / SIGTERM, honoured at the next step boundary
+        self.tensorboard = tensorboard_writer(run_dir) if world.is_main else None
 
     # ------------------------------------------------------------------ state
 
@@ -354,9 +365,16 @@ class Trainer:
         self.last_saved_step = self.step
 
     def write_metrics(self, record: dict) -> None:
-        if self.world.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as stream:
-                stream.write(json.dumps(record) + "\n")
+        """One JSON line in metrics.jsonl, and TensorBoard scalars when it is installed."""
+        if not self.world.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key != "step":
+                    self.tensorboard.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+            self.tensorboard.flush()
 
     # ------------------------------------------------------------------ the loop
 

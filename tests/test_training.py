@@ -90,6 +90,12 @@ def test_run_directory_holds_everything_needed_to_reuse_the_model(finished_run):
     assert set(state) >= {"optimizer", "scheduler", "sampler", "rng", "best"}
 
 
+def test_metrics_also_go_to_tensorboard(finished_run):
+    pytest.importorskip("tensorboard")
+    events = list((finished_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
 def test_only_the_last_k_step_checkpoints_are_kept(finished_run):
     kept = [p.name for p in checkpoint.step_dirs(finished_run)]
     assert kept == ["step_00000020", "step_00000030"]
