@@ -149,7 +149,11 @@ def load_weights(model: nn.Module, path: Path) -> None:
         if name in state and state[name].shape != tensor.shape
     ]
     if mismatched:
-        raise UserError(f"{path} does not fit this model: {'; '.join(mismatched)}")
+        shown = "; ".join(mismatched[:6])
+        more = f"; and {len(mismatched) - 6} more" if len(mismatched) > 6 else ""
+        raise UserError(
+            f"{path} does not fit this model (its shape != the config's): {shown}{more}"
+        )
     missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
     if missing or unexpected:
         raise UserError(

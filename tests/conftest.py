@@ -22,3 +22,28 @@ def multi30k():
     if root is None:
         pytest.skip("Multi30k not found: set SEQ2SEQ_MULTI30K to the directory of the raw files")
     return root
+
+
+@pytest.fixture(scope="session")
+def toy_corpus(tmp_path_factory):
+    """The toy translation task on disk (tests/toy.py)."""
+    from toy import write_toy_corpus
+
+    return write_toy_corpus(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="session")
+def toy_run(toy_corpus, tmp_path_factory):
+    """A run directory with a tiny model trained for 60 steps on the toy task."""
+    from helpers import run_command
+    from toy import toy_overrides
+
+    run_dir = tmp_path_factory.mktemp("toy_run") / "run"
+    result = run_command(
+        "seq2seq-train",
+        *toy_overrides(
+            toy_corpus, run_dir, train__max_steps=60, train__validate_every=30, decode__max_len_b=12
+        ),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from helpers import run_command
-from toy import toy_overrides, write_toy_corpus
 
 from seq2seq.config import DecodeConfig
 from seq2seq.translate import Translator
@@ -21,49 +19,31 @@ def run(name: str, *args: str, stdin: str | bytes | None = None) -> subprocess.C
     return run_command(name, *args, stdin=stdin)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return write_toy_corpus(tmp_path_factory.mktemp("toy"))
-
-
-@pytest.fixture(scope="module")
-def run_dir(corpus, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("run") / "run"
-    result = run(
-        "seq2seq-train",
-        *toy_overrides(
-            corpus, run_dir, train__max_steps=60, train__validate_every=30, decode__max_len_b=12
-        ),
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return run_dir
-
-
 LINES = ["red dog runs", "", "the big cat", "   ", "a small bird near the house"]
 
 
-def test_every_input_line_gets_exactly_one_output_line(run_dir):
-    result = run("seq2seq-translate", f"run={run_dir}", stdin="\n".join(LINES) + "\n")
+def test_every_input_line_gets_exactly_one_output_line(toy_run):
+    result = run("seq2seq-translate", f"run={toy_run}", stdin="\n".join(LINES) + "\n")
     assert result.returncode == 0, result.stderr
     output = result.stdout.split("\n")[:-1]
     assert len(output) == len(LINES)
     assert output[1] == "" and output[3] == ""
     for i in (0, 2, 4):  # each line translates as it does alone
-        alone = run("seq2seq-translate", f"run={run_dir}", stdin=LINES[i] + "\n").stdout
+        alone = run("seq2seq-translate", f"run={toy_run}", stdin=LINES[i] + "\n").stdout
         assert output[i] == alone.rstrip("\n")
 
 
-def test_python_api_gives_the_same_translations(run_dir):
-    translator = Translator.from_run(run_dir, device="cpu")
-    cli = run("seq2seq-translate", f"run={run_dir}", stdin="\n".join(LINES) + "\n")
+def test_python_api_gives_the_same_translations(toy_run):
+    translator = Translator.from_run(toy_run, device="cpu")
+    cli = run("seq2seq-translate", f"run={toy_run}", stdin="\n".join(LINES) + "\n")
     assert translator.translate(LINES) == cli.stdout.split("\n")[:-1]
 
 
-def test_an_over_long_line_is_truncated_with_a_warning_and_neighbours_are_unaffected(run_dir):
+def test_an_over_long_line_is_truncated_with_a_warning_and_neighbours_are_unaffected(toy_run):
     long_line = " ".join(["dog"] * 10_000)
-    alone = run("seq2seq-translate", f"run={run_dir}", stdin="the big cat\n").stdout
+    alone = run("seq2seq-translate", f"run={toy_run}", stdin="the big cat\n").stdout
     result = run(
-        "seq2seq-translate", f"run={run_dir}", stdin=f"the big cat\n{long_line}\nthe big cat\n"
+        "seq2seq-translate", f"run={toy_run}", stdin=f"the big cat\n{long_line}\nthe big cat\n"
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split("\n")[:-1]
@@ -73,21 +53,21 @@ def test_an_over_long_line_is_truncated_with_a_warning_and_neighbours_are_unaffe
     assert "Traceback" not in result.stderr
 
 
-def test_files_in_and_out_leave_no_temporary_file(run_dir, tmp_path):
+def test_files_in_and_out_leave_no_temporary_file(toy_run, tmp_path):
     source = tmp_path / "input.txt"
     source.write_text("\n".join(LINES) + "\n")
     output = tmp_path / "out" / "output.txt"
     output.parent.mkdir()
-    result = run("seq2seq-translate", f"run={run_dir}", f"input={source}", f"output={output}")
+    result = run("seq2seq-translate", f"run={toy_run}", f"input={source}", f"output={output}")
     assert result.returncode == 0, result.stderr
     assert len(output.read_text().split("\n")[:-1]) == len(LINES)
     assert [p.name for p in output.parent.iterdir()] == ["output.txt"]
 
 
-def test_nbest_writes_ranked_tsv_lines(run_dir):
+def test_nbest_writes_ranked_tsv_lines(toy_run):
     result = run(
         "seq2seq-translate",
-        f"run={run_dir}",
+        f"run={toy_run}",
         "decode.strategy=beam",
         "decode.beam=4",
         "decode.nbest=3",
@@ -107,9 +87,9 @@ def test_nbest_writes_ranked_tsv_lines(run_dir):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_decoding_options_can_be_overridden_in_python(run_dir):
-    greedy = Translator.from_run(run_dir, device="cpu", decode=DecodeConfig(strategy="greedy"))
-    beam1 = Translator.from_run(run_dir, device="cpu", decode=DecodeConfig(beam=1))
+def test_decoding_options_can_be_overridden_in_python(toy_run):
+    greedy = Translator.from_run(toy_run, device="cpu", decode=DecodeConfig(strategy="greedy"))
+    beam1 = Translator.from_run(toy_run, device="cpu", decode=DecodeConfig(beam=1))
     assert greedy.translate(LINES) == beam1.translate(LINES)
 
 
@@ -122,8 +102,8 @@ def test_decoding_options_can_be_overridden_in_python(run_dir):
         ([], b"fine\n\xff\xfe bad\n", "standard input: invalid UTF-8 on line 2"),
     ],
 )
-def test_translate_mistakes_are_one_line_errors(run_dir, args, stdin, message):
-    result = run("seq2seq-translate", f"run={run_dir}", *args, stdin=stdin)
+def test_translate_mistakes_are_one_line_errors(toy_run, args, stdin, message):
+    result = run("seq2seq-translate", f"run={toy_run}", *args, stdin=stdin)
     stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
     assert result.returncode == 2
     assert message in stderr
@@ -136,17 +116,17 @@ def test_missing_run_directory(tmp_path):
     assert "does not exist" in result.stderr
 
 
-def test_a_swapped_tokenizer_is_refused(run_dir, tmp_path):
+def test_a_swapped_tokenizer_is_refused(toy_run, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(toy_run, copy)
     (copy / "spm.model").write_bytes((copy / "spm.model").read_bytes() + b"\0")
     result = run("seq2seq-translate", f"run={copy}", stdin="red dog\n")
     assert result.returncode == 2
     assert "SHA-256" in result.stderr
 
 
-def test_evaluate_a_split_of_the_run(run_dir, tmp_path):
-    result = run("seq2seq-evaluate", f"run={run_dir}", "split=test", f"out={tmp_path}")
+def test_evaluate_a_split_of_the_run(toy_run, tmp_path):
+    result = run("seq2seq-evaluate", f"run={toy_run}", "split=test", f"out={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("BLEU = ")
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in result.stdout
@@ -157,12 +137,14 @@ def test_evaluate_a_split_of_the_run(run_dir, tmp_path):
     assert (tmp_path / entry["hypotheses"]).is_file()
 
 
-def test_evaluate_matches_the_sacrebleu_command_line(run_dir, corpus, tmp_path):
+def test_evaluate_matches_the_sacrebleu_command_line(toy_run, toy_corpus, tmp_path):
     hyp = tmp_path / "hyp.txt"
     hyp.write_text(
-        run("seq2seq-translate", f"run={run_dir}", stdin=(corpus / "test.en").read_text()).stdout
+        run(
+            "seq2seq-translate", f"run={toy_run}", stdin=(toy_corpus / "test.en").read_text()
+        ).stdout
     )
-    ref = corpus / "test.de"
+    ref = toy_corpus / "test.de"
     ours = run("seq2seq-evaluate", f"hyp={hyp}", f"ref={ref}")
     assert ours.returncode == 0, ours.stderr
     theirs = run(
@@ -176,12 +158,12 @@ def test_evaluate_matches_the_sacrebleu_command_line(run_dir, corpus, tmp_path):
     )
 
 
-def test_evaluate_source_and_reference_files(run_dir, corpus, tmp_path):
+def test_evaluate_source_and_reference_files(toy_run, toy_corpus, tmp_path):
     result = run(
         "seq2seq-evaluate",
-        f"run={run_dir}",
-        f"src={corpus / 'test.en'}",
-        f"ref={corpus / 'test.de'}",
+        f"run={toy_run}",
+        f"src={toy_corpus / 'test.en'}",
+        f"ref={toy_corpus / 'test.de'}",
         f"out={tmp_path}",
         "metrics=bleu,chrf,ter",
     )
