@@ -179,14 +179,17 @@ class TokenBudgetSampler:
             "seed": self.seed,
             "max_tokens": self.max_tokens,
             "world_size": self.world_size,
+            "sentences": len(self.sizes),
+            "shuffle": self.shuffle,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        for key in ("seed", "max_tokens", "world_size"):
-            if state[key] != getattr(self, key):
+        now = self.state_dict()
+        for key in ("seed", "max_tokens", "world_size", "sentences", "shuffle"):
+            if key in state and state[key] != now[key]:
                 raise ConfigError(
                     f"cannot resume the data order: {key} was {state[key]} when the run was "
-                    f"saved and is {getattr(self, key)} now"
+                    f"saved and is {now[key]} now"
                 )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
@@ -200,20 +203,22 @@ class EncodedSplit:
 
     dataset: datasets.Dataset
     rows: np.ndarray  # dataset rows in use (all of them, or those kept by cleaning)
-    src_lengths: np.ndarray  # subword tokens, per row in use
+    src_lengths: np.ndarray  # subword tokens, per row in use (after truncation)
     tgt_lengths: np.ndarray
+    max_length: int | None = None  # longer sides are truncated (unfiltered validation data)
 
     @classmethod
     def from_dataset(
-        cls, dataset: datasets.Dataset, rows: np.ndarray | None = None
+        cls,
+        dataset: datasets.Dataset,
+        rows: np.ndarray | None = None,
+        max_length: int | None = None,
     ) -> EncodedSplit:
         rows = np.arange(len(dataset)) if rows is None else np.asarray(rows)
-        return cls(
-            dataset,
-            rows,
-            token_lengths(dataset, "src_ids")[rows],
-            token_lengths(dataset, "tgt_ids")[rows],
-        )
+        src, tgt = (token_lengths(dataset, column)[rows] for column in ("src_ids", "tgt_ids"))
+        if max_length is not None:
+            src, tgt = np.minimum(src, max_length), np.minimum(tgt, max_length)
+        return cls(dataset, rows, src, tgt, max_length)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -223,7 +228,11 @@ class EncodedSplit:
 
     def batch(self, positions: np.ndarray) -> Batch:
         rows = self.dataset[self.rows[positions].tolist()]
-        return collate(rows["id"], rows["src_ids"], rows["tgt_ids"])
+        src, tgt = rows["src_ids"], rows["tgt_ids"]
+        if self.max_length is not None:
+            src = [ids[: self.max_length] for ids in src]
+            tgt = [ids[: self.max_length] for ids in tgt]
+        return collate(rows["id"], src, tgt)
 
     def batches(self, sampler: TokenBudgetSampler) -> Iterator[Batch]:
         """Batches in the sampler's order (resumable through the sampler's state)."""

@@ -69,6 +69,15 @@ def read_meta(run_dir: Path) -> dict:
     return meta
 
 
+def fsync(path: Path) -> None:
+    """Flush a file's (or a directory's) contents to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """Make `target` the same file as `source`, atomically replacing any old `target`."""
     temporary = target.with_name(f".{target.name}.tmp")
@@ -107,8 +116,11 @@ def save_checkpoint(
         metadata={"format_version": str(FORMAT_VERSION), "step": str(step)},
     )
     torch.save(train_state, temporary / TRAIN_STATE)
+    for written in (temporary / WEIGHTS, temporary / TRAIN_STATE, temporary):
+        fsync(written)  # complete on disk before it becomes visible under its final name
     shutil.rmtree(final, ignore_errors=True)  # a re-save of the same step
     os.replace(temporary, final)
+    fsync(final.parent)
     link_or_copy(final / WEIGHTS, run_dir / WEIGHTS)
     link_or_copy(final / TRAIN_STATE, run_dir / TRAIN_STATE)
     for old in step_dirs(run_dir)[:-keep_last]:

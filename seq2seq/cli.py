@@ -119,11 +119,18 @@ def setup_logging(run_dir: Path | None = None) -> None:
 
 
 def exit_on_user_error(job: Callable[[], None]) -> None:
+    """Run `job`; a user's mistake is one line and exit status 2, Ctrl-C exit status 130."""
     try:
         job()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -387,9 +394,15 @@ def write_translations(translator, args: dict[str, str]) -> None:
         sys.stdout.flush()
         return
     output = Path(args["output"])
+    if not output.parent.is_dir():
+        raise UserError(f"cannot write {output}: directory {output.parent} does not exist")
     temporary = output.with_name(f".{output.name}.tmp")
     try:
-        with open(temporary, "w", encoding="utf-8") as stream:
+        stream = open(temporary, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as error:
+        raise UserError(f"cannot write {output}: {error.strerror}") from None
+    try:
+        with stream:
             progress = tqdm(translations, unit=" sentences", file=sys.stderr, disable=None)
             for index, translation in enumerate(progress):
                 stream.write(format_translation(index, translation, nbest))

@@ -167,7 +167,6 @@ class TokenizerConfig:
     character_coverage: float = 1.0  # 0.9995 for languages with very large alphabets
     byte_fallback: bool = True  # unseen characters become UTF-8 bytes instead of <unk>
     sample_size: int = 2_000_000  # sentences sampled for training (bounded memory and time)
-    sampling_alpha: float = 0.0  # subword regularisation during training; 0 = off
     threads: int = 2
 
     def __post_init__(self) -> None:

@@ -39,22 +39,23 @@ class SmoothedCrossEntropy(torch.autograd.Function):
         log_probs = torch.log_softmax(logits, dim=-1)  # z - lse, one fused pass
         nll = -log_probs.gather(-1, target[:, None]).squeeze(-1)
         uniform = -log_probs.mean(dim=-1)
-        weight = keep.to(logits.dtype)
-        loss = ((1.0 - smoothing) * nll + smoothing * uniform) * weight
-        ctx.save_for_backward(log_probs, target, weight)
+        zero = log_probs.new_zeros(())
+        loss = torch.where(keep, (1.0 - smoothing) * nll + smoothing * uniform, zero)
+        ctx.save_for_backward(log_probs, target, keep)
         ctx.smoothing = smoothing
-        nll_sum = (nll * weight).sum()
+        nll_sum = torch.where(keep, nll, zero).sum()
         ctx.mark_non_differentiable(nll_sum)
         return loss.sum(), nll_sum
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, grad_nll: Tensor):
-        log_probs, target, weight = ctx.saved_tensors
+        log_probs, target, keep = ctx.saved_tensors
         eps = ctx.smoothing
         grad = log_probs.exp()  # softmax
         grad.sub_(eps / grad.shape[-1])
-        grad.scatter_add_(-1, target[:, None], torch.full_like(weight[:, None], eps - 1.0))
-        grad.mul_((grad_loss * weight)[:, None])
+        grad.scatter_add_(-1, target[:, None], torch.full_like(log_probs[:, :1], eps - 1.0))
+        grad.mul_(grad_loss)
+        grad.masked_fill_(~keep[:, None], 0.0)  # padding: no gradient, even from inf/NaN logits
         return grad, None, None, None
 
 

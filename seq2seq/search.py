@@ -47,11 +47,11 @@ def length_penalty(length: int, cfg: DecodeConfig) -> float:
 
 
 def max_output_lengths(src_pad_mask: Tensor, cfg: DecodeConfig, max_positions: int) -> Tensor:
-    """Per sentence, output tokens before eos: a * source length + b, capped by the model's
-    positions (bos takes one). (batch,)"""
+    """Per sentence, output tokens before eos: a * source length + b, capped so that bos and
+    the tokens fed back (at most the limit) fit the model's positions. (batch,)"""
     src_lengths = (~src_pad_mask).sum(dim=1)
     limit = (cfg.max_len_a * src_lengths.float()).floor().long() + cfg.max_len_b
-    return limit.clamp(min=1, max=max_positions - 2)
+    return limit.clamp(min=1, max=max_positions - 1)
 
 
 def constrain(log_probs: Tensor, step: int, at_limit: Tensor, cfg: DecodeConfig) -> Tensor:
@@ -231,7 +231,12 @@ def beam_search(
         tokens = torch.cat([tokens[origin], next_tokens[keep].view(-1, 1)], dim=1)
         token_scores = torch.cat([token_scores[origin], step_scores[keep].view(-1, 1)], dim=1)
         scores, sentences = next_scores[keep], sentences[keep]
-    return [sorted(hyps, key=lambda h: h.score, reverse=True)[: cfg.nbest] for hyps in finished]
+    # (a sentence can only end without hypotheses if its scores were NaN: return it empty)
+    return [
+        sorted(hyps, key=lambda h: h.score, reverse=True)[: cfg.nbest]
+        or [Hypothesis([], float("-inf"), [])]
+        for hyps in finished
+    ]
 
 
 def finish_hypotheses(

@@ -96,6 +96,18 @@ def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager
     return contextlib.nullcontext()
 
 
+def forget_metrics_after(path: Path, step: int) -> None:
+    """Drop log records of steps after `step`: a killed session's, about to be redone."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text("".join(kept))
+        os.replace(temporary, path)
+
+
 def tensorboard_writer(run_dir: Path):
     """A SummaryWriter into run_dir/tensorboard, or None without the tensorboard package."""
     try:
@@ -149,7 +161,10 @@ def prepare_data(cfg: Config, run_dir: Path) -> tuple[Tokenizer, TrainingData]:
     tokenizer = prepare_tokenizer(cfg, run_dir, train_text)
     train = encode_split(train_text, tokenizer, cfg.data.num_proc)
     train_split = EncodedSplit.from_dataset(train, clean_training_rows(train, cfg.data))
-    valid = EncodedSplit.from_dataset(encode_split(valid_text, tokenizer, cfg.data.num_proc))
+    valid = EncodedSplit.from_dataset(
+        encode_split(valid_text, tokenizer, cfg.data.num_proc),
+        max_length=cfg.model.max_positions - 1,
+    )
     return tokenizer, TrainingData(train_split, valid, list(valid_text["tgt"]))
 
 
@@ -224,7 +239,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": rng_state(self.device),
+            "rng": self.rng_states(),  # one per process
             "best": dict(self.best),
             "bad_validations": self.bad_validations,
             "elapsed_seconds": self.elapsed_now(),
@@ -234,13 +249,24 @@ class Trainer:
         self.step = int(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"], self.device)
+        set_rng_state(state["rng"][self.world.rank], self.device)
         self.best = dict(state["best"])
         self.bad_validations = int(state["bad_validations"])
         self.elapsed = float(state["elapsed_seconds"])
         self.last_saved_step = self.step
+        if self.world.is_main:
+            forget_metrics_after(self.run_dir / "metrics.jsonl", self.step)
+
+    def rng_states(self) -> list[dict]:
+        """Every process's RNG state (a collective call under DDP)."""
+        if self.world.world_size == 1:
+            return [rng_state(self.device)]
+        states: list = [None] * self.world.world_size
+        dist.all_gather_object(states, rng_state(self.device))
+        return states
 
     def elapsed_now(self) -> float:
         return self.elapsed + (time.monotonic() - self.session_start)
@@ -260,7 +286,7 @@ class Trainer:
         self.network.train()
         # loss, nll, target tokens, source tokens; on the device, so NCCL can all-reduce it and
         # reading it costs one synchronisation per step
-        totals = torch.zeros(4, dtype=torch.float64, device=self.device)
+        totals = torch.zeros(6, dtype=torch.float64, device=self.device)
         for i, batch in enumerate(batches):
             batch = batch.to(self.device, non_blocking=True)
             last = i == len(batches) - 1
@@ -283,10 +309,17 @@ class Trainer:
             totals[1] += out.nll.detach()
             totals[2] += batch.tgt_tokens
             totals[3] += batch.src_tokens
+        # every process must stop at the same step: share interrupts and time limits
+        totals[4] = float(self.interrupted)
+        totals[5] = float(self.out_of_time())
         if self.world.world_size > 1:
             dist.all_reduce(totals)
-        loss, nll, tokens, src_tokens = totals.tolist()
+        loss, nll, tokens, src_tokens, interrupted, out_of_time = totals.tolist()
         self.apply_gradients(tokens)
+        if interrupted:
+            self.interrupted, self.stop_reason = True, "interrupted"
+        elif out_of_time:
+            self.stop_reason = f"reached train.max_minutes={self.cfg.train.max_minutes}"
         return StepStats(loss / tokens, nll / tokens, int(tokens), int(src_tokens))
 
     def apply_gradients(self, tokens: float) -> None:
@@ -356,9 +389,10 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints, logs
 
     def save(self, is_best: bool = False) -> None:
+        state = self.train_state()  # every process takes part (RNG states are gathered)
         if self.world.is_main:
             saved = checkpoint.save_checkpoint(
-                self.run_dir, self.step, self.model, self.train_state(), self.cfg.train.keep_last
+                self.run_dir, self.step, self.model, state, self.cfg.train.keep_last
             )
             if is_best or not (self.run_dir / checkpoint.BEST_WEIGHTS).exists():
                 checkpoint.mark_best(self.run_dir, saved)
@@ -378,11 +412,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    def out_of_time(self) -> bool:
+        minutes = self.cfg.train.max_minutes
+        return bool(minutes) and self.elapsed_now() >= 60 * minutes
+
     def should_stop(self) -> bool:
+        """Checked before each step; interrupts and time limits are agreed in train_step."""
         train = self.cfg.train
         if train.max_steps and self.step >= train.max_steps:
             self.stop_reason = f"reached train.max_steps={train.max_steps}"
-        elif train.max_minutes and self.elapsed_now() >= 60 * train.max_minutes:
+        elif train.max_minutes and self.elapsed >= 60 * train.max_minutes:  # on resume
             self.stop_reason = f"reached train.max_minutes={train.max_minutes}"
         return bool(self.stop_reason)
 
@@ -436,8 +475,7 @@ class Trainer:
         def request_stop(signum, frame) -> None:
             if self.interrupted:  # the second time: stop now
                 raise KeyboardInterrupt
-            self.interrupted = True
-            self.stop_reason = "interrupted"
+            self.interrupted = True  # shared with every process at the end of this step
             log.warning("stopping after this step (interrupt again to abort without saving)")
 
         previous = {
@@ -535,7 +573,8 @@ def train(cfg: Config, run_dir: Path) -> Trainer:
             tokenizer, data = prepare_data(cfg, run_dir)
     fit_vocabulary(cfg, tokenizer)
     torch.manual_seed(cfg.train.seed)
-    model = Transformer(cfg.model).to(device)
+    model = Transformer(cfg.model).to(device)  # the same initial weights in every process
+    torch.manual_seed(cfg.train.seed + world.rank)  # each process its own dropout stream
     trainer = Trainer(cfg, run_dir, model, tokenizer, data, device, world)
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is not None:

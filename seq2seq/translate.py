@@ -55,9 +55,23 @@ def weights_path(run_dir: Path, which: str) -> Path:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name} but CUDA is not available; use device=cpu")
-    return torch.device(name)
+    return device
+
+
+def parse_precision(name: str | Precision, device: torch.device) -> Precision:
+    try:
+        precision = Precision(name)
+    except ValueError:
+        raise UserError(f"unknown precision '{name}'; use fp32, bf16 or fp16") from None
+    if precision == Precision.fp16 and device.type != "cuda":
+        raise UserError("precision=fp16 needs a CUDA device; on CPU use bf16")
+    return precision
 
 
 class Translator:
@@ -75,7 +89,7 @@ class Translator:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.decode = decode
-        self.precision = Precision(precision)
+        self.precision = parse_precision(precision, self.device)
         self.max_source_tokens = model.cfg.max_positions - 1  # room for eos
         self.truncated = 0  # input lines cut to the model's maximum length so far
 
@@ -102,9 +116,7 @@ class Translator:
             )
         model = Transformer(config.model)
         checkpoint.load_weights(model, weights_path(run_dir, checkpoint_name))
-        return cls(
-            model, tokenizer, decode or config.decode, resolve_device(device), Precision(precision)
-        )
+        return cls(model, tokenizer, decode or config.decode, resolve_device(device), precision)
 
     # ------------------------------------------------------------------ text
 
@@ -139,16 +151,8 @@ class Translator:
             yield from self.translate_full(chunk)
 
     def encode_sources(self, sentences: list[str]) -> list[list[int]]:
-        """Subword ids; lines longer than the model's positions are truncated and counted."""
-        stripped = [s.strip() for s in sentences]
-        encoded = self.tokenizer.encode(stripped, "src")
-        sources = []
-        for ids in encoded:
-            if len(ids) > self.max_source_tokens:
-                self.truncated += 1
-                ids = ids[: self.max_source_tokens]
-            sources.append(ids)
-        return sources
+        """Subword ids of each sentence (surrounding whitespace removed)."""
+        return self.tokenizer.encode([s.strip() for s in sentences], "src")
 
     # ------------------------------------------------------------------ ids
 
@@ -158,6 +162,7 @@ class Translator:
         sorted by length and cut into batches of at most decode.max_tokens source tokens."""
         if not sources:
             return []
+        sources = [self.fit_positions(ids) for ids in sources]
         sizes = np.array([len(ids) + 1 for ids in sources])
         order = np.argsort(sizes, kind="stable")
         results: list[list[Hypothesis]] = [[] for _ in sources]
@@ -168,6 +173,13 @@ class Translator:
             for i, nbest in zip(batch.tolist(), found, strict=True):
                 results[i] = nbest
         return results
+
+    def fit_positions(self, ids: list[int]) -> list[int]:
+        """Truncate a source longer than the model's positions (counted in `truncated`)."""
+        if len(ids) <= self.max_source_tokens:
+            return ids
+        self.truncated += 1
+        return ids[: self.max_source_tokens]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == Precision.fp32:

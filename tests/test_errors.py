@@ -180,3 +180,66 @@ def test_gzipped_training_data_with_invalid_utf8_names_the_line(tmp_path):
             stream.write(b"ok\n" * 6)
     result = run_command("seq2seq-train", *toy_overrides(corpus, tmp_path / "run"))
     assert_one_line_error(result, "train.en.gz: invalid UTF-8 on line 6")
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("precision=fp64", "unknown precision 'fp64'; use fp32, bf16 or fp16"),
+        ("precision=fp16", "precision=fp16 needs a CUDA device"),
+        ("device=gpu", "unknown device 'gpu'"),
+    ],
+)
+def test_translate_device_and_precision_mistakes(toy_run, argument, message):
+    result = run_command("seq2seq-translate", f"run={toy_run}", argument, stdin="red dog\n")
+    assert_one_line_error(result, message)
+
+
+def test_output_into_a_missing_directory(toy_run, tmp_path):
+    result = run_command(
+        "seq2seq-translate",
+        f"run={toy_run}",
+        f"output={tmp_path / 'nope' / 'out.txt'}",
+        stdin="red dog\n",
+    )
+    assert_one_line_error(result, "does not exist")
+
+
+def test_a_closed_pipe_ends_translation_quietly(toy_run):
+    import subprocess
+
+    from helpers import installed_script
+
+    process = subprocess.Popen(
+        [installed_script("seq2seq-translate"), f"run={toy_run}", "chunk=1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdin.write(b"red dog runs\n" * 2000)
+    process.stdin.close()
+    process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0
+    assert "Traceback" not in stderr
+
+
+def test_over_long_validation_and_test_lines_are_truncated_not_fatal(tmp_path):
+    corpus = corpus_with(tmp_path, b"a b c\nd e\n" * 50, b"A B C\nD E\n" * 50)
+    long_line = (" ".join(["a"] * 600) + "\n").encode()
+    for split in ("valid", "test"):
+        (corpus / f"{split}.en").write_bytes(b"a b\n" + long_line)
+        (corpus / f"{split}.de").write_bytes(b"A B\n" + long_line.upper())
+    result = run_command(
+        "seq2seq-train",
+        *toy_overrides(
+            corpus,
+            tmp_path / "run",
+            train__max_steps=4,
+            train__validate_every=2,
+            tokenizer__vocab_size=40,
+        ),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "BLEU" in result.stdout

@@ -136,6 +136,8 @@ def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path):
         if later.name > "step_00000006":
             shutil.rmtree(later)
     seq2seq_train(f"run_dir={killed}")
+    logged = [r["step"] for r in metrics(killed, "train")]
+    assert logged == sorted(set(logged))  # the killed session's extra records were dropped
 
     expected, resumed = (
         weights(straight / "model.safetensors"),
