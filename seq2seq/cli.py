@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from seq2seq.config import Config, DecodeConfig, register_configs
+from seq2seq.config import Config, DecodeConfig, load_saved_config, register_configs, schema_keys
 from seq2seq.errors import UserError
 from seq2seq.metrics import format_score
 
@@ -34,18 +34,6 @@ log = logging.getLogger("seq2seq")
 
 
 # --------------------------------------------------------------------------- config errors
-
-
-def schema_keys(node: type, prefix: str = "") -> list[str]:
-    """Every dotted key of a dataclass schema (`model.d_model`, `train.max_steps`, ...)."""
-    keys = []
-    for f in fields(node):
-        key = f"{prefix}{f.name}"
-        keys.append(key)
-        default = f.default_factory() if callable(f.default_factory) else None
-        if is_dataclass(default):
-            keys += schema_keys(type(default), f"{key}.")
-    return keys
 
 
 def closest_keys(key: str) -> str:
@@ -200,7 +188,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
             )
         if key != "run_dir":
             changes.append(override)
-    saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
+    saved = load_saved_config(run_dir / "config.yaml")
     try:
         return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(changes)))
     except Exception as error:

@@ -6,15 +6,19 @@ errors); `validate()` checks the combinations that a type cannot express.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from importlib.resources import files
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.constants import PAD_ID
 from seq2seq.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Activation(str, Enum):
@@ -341,6 +345,43 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     run_dir: str | None = None  # None = runs/<recipe>/<timestamp>
+
+
+def schema_keys(node: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a dataclass schema (`model.d_model`, `train.max_steps`, ...)."""
+    keys = []
+    for f in fields(node):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        default = f.default_factory() if callable(f.default_factory) else None
+        if is_dataclass(default):
+            keys += schema_keys(type(default), f"{key}.")
+    return keys
+
+
+def load_saved_config(path: Path) -> DictConfig:
+    """A run's config.yaml, typed by the schema. Keys this version does not know (written by
+    another version of seq2seq) are dropped with a warning rather than refusing the run."""
+    saved = OmegaConf.to_container(OmegaConf.load(path))
+    known = set(schema_keys(Config))
+    dropped = []
+    for group, values in list(saved.items()):
+        if group not in known:
+            dropped.append(group)
+            del saved[group]
+        elif isinstance(values, dict):
+            for key in [k for k in values if f"{group}.{k}" not in known]:
+                dropped.append(f"{group}.{key}")
+                del values[key]
+    if dropped:
+        log.warning(
+            "%s: ignoring settings this version does not know: %s", path, ", ".join(dropped)
+        )
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), saved)
+    except Exception as error:  # a wrong type or value in a hand-edited file
+        first = str(error).strip().splitlines()[0]
+        raise ConfigError(f"{path}: {first}") from None
 
 
 def register_configs() -> None:

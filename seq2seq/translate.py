@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from seq2seq import checkpoint
 from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
-from seq2seq.config import Config, DecodeConfig, Precision
+from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config
 from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.errors import UserError
 from seq2seq.model import Transformer
@@ -39,7 +39,7 @@ def load_run_config(run_dir: Path) -> Config:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory: config.yaml is missing")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
+    return OmegaConf.to_object(load_saved_config(path))
 
 
 def weights_path(run_dir: Path, which: str) -> Path:
