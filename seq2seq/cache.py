@@ -3,7 +3,13 @@
 Per decoder layer: the self-attention keys/values of every target position decoded so far (they
 grow by one position per step) and the cross-attention keys/values of the encoder output
 (computed once per source). `DecoderCache.reorder(index)` is the only way state moves between
-batch rows: beam search calls it to follow surviving hypotheses and to drop finished sentences.
+rows: beam search calls it to follow surviving hypotheses and to drop finished sentences.
+
+Rows come in groups of `group_size` consecutive rows that share one source (the beams of a
+sentence). Cross-attention state is stored once per group, not once per row: the beams of a
+sentence attend to the same encoder output, so beam search neither copies nor reorders it
+while the sentence is alive (`Transformer.decode_step` attends with the group's beams as
+queries).
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ from torch import Tensor
 
 @dataclass
 class LayerCache:
-    """One decoder layer's state. Tensors are (batch, heads, len, d_head)."""
+    """One decoder layer's state. Tensors are (rows or groups, heads, len, d_head)."""
 
-    cross_keys: Tensor
+    cross_keys: Tensor  # one per group
     cross_values: Tensor
-    self_keys: Tensor | None = None
+    self_keys: Tensor | None = None  # one per row
     self_values: Tensor | None = None
 
     def extend_self_attention(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
@@ -31,12 +37,13 @@ class LayerCache:
         self.self_keys, self.self_values = keys, values
         return keys, values
 
-    def reorder(self, index: Tensor) -> None:
-        self.cross_keys = self.cross_keys.index_select(0, index)
-        self.cross_values = self.cross_values.index_select(0, index)
+    def reorder(self, rows: Tensor, groups: Tensor | None) -> None:
+        if groups is not None:
+            self.cross_keys = self.cross_keys.index_select(0, groups)
+            self.cross_values = self.cross_values.index_select(0, groups)
         if self.self_keys is not None:
-            self.self_keys = self.self_keys.index_select(0, index)
-            self.self_values = self.self_values.index_select(0, index)
+            self.self_keys = self.self_keys.index_select(0, rows)
+            self.self_values = self.self_values.index_select(0, rows)
 
 
 @dataclass
@@ -44,7 +51,8 @@ class DecoderCache:
     """The whole decoder's state: one LayerCache per layer plus the source attention mask."""
 
     layers: list[LayerCache]
-    src_attn_mask: Tensor | None  # (batch, 1, 1, src_len), True where attention is allowed
+    src_attn_mask: Tensor | None  # (groups, 1, 1, src_len), True where attention is allowed
+    group_size: int = 1  # consecutive rows sharing one source (the beam size in beam search)
 
     @property
     def steps(self) -> int:
@@ -53,12 +61,23 @@ class DecoderCache:
         return 0 if first is None else first.shape[2]
 
     @property
-    def batch_size(self) -> int:
+    def groups(self) -> int:
         return self.layers[0].cross_keys.shape[0]
 
+    def expand(self, group_size: int) -> None:
+        """Give every source `group_size` rows (its beams); call before the first step."""
+        if self.steps:
+            raise RuntimeError("expand() must be called before decoding starts")
+        self.group_size = group_size
+
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows `index` (1-D, long) in that order: select, repeat or permute beams."""
+        """Keep rows `index` (1-D, long) in that order: select, repeat or permute beams, drop
+        finished sentences. Each run of `group_size` new rows must come from one group."""
+        groups = index.view(-1, self.group_size)[:, 0] // self.group_size
+        unchanged = len(groups) == self.groups and bool(
+            (groups == torch.arange(self.groups, device=groups.device)).all()
+        )
         for layer in self.layers:
-            layer.reorder(index)
-        if self.src_attn_mask is not None:
-            self.src_attn_mask = self.src_attn_mask.index_select(0, index)
+            layer.reorder(index, None if unchanged else groups)
+        if self.src_attn_mask is not None and not unchanged:
+            self.src_attn_mask = self.src_attn_mask.index_select(0, groups)

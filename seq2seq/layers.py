@@ -220,11 +220,13 @@ class DecoderLayer(nn.Module):
         memory_kv: tuple[Tensor, Tensor],
         src_attn_mask: Tensor | None,
         cache: LayerCache | None = None,
+        group_size: int = 1,
     ) -> Tensor:
-        """x: (batch, tgt_len, d_model), the new target positions only when `cache` is given.
+        """x: (rows, tgt_len, d_model), the new target positions only when `cache` is given.
 
         memory_kv: the cross-attention keys and values of the encoder output, from
-        `self.cross_attn.project_kv(memory)`, each (batch, heads, src_len, d_head).
+        `self.cross_attn.project_kv(memory)`, each (rows / group_size, heads, src_len, d_head):
+        consecutive groups of `group_size` rows (the beams of a sentence) share one source.
         """
 
         def self_attention(h: Tensor) -> Tensor:
@@ -233,8 +235,13 @@ class DecoderLayer(nn.Module):
                 keys, values = cache.extend_self_attention(keys, values)
             return self.self_attn(h, keys, values, causal=True)
 
+        def cross_attention(h: Tensor) -> Tensor:
+            rows, length, width = h.shape
+            # a group's rows become query positions of one source: (groups, group * len, d)
+            queries = h.reshape(rows // group_size, group_size * length, width)
+            out = self.cross_attn(queries, *memory_kv, attn_mask=src_attn_mask)
+            return out.reshape(rows, length, width)
+
         x = self.self_attn_block(x, self_attention)
-        x = self.cross_attn_block(
-            x, lambda h: self.cross_attn(h, *memory_kv, attn_mask=src_attn_mask)
-        )
+        x = self.cross_attn_block(x, cross_attention)
         return self.ffn_block(x, self.ffn)

@@ -105,7 +105,8 @@ class Decoder(nn.Module):
                 x = layer(x, layer.cross_attn.project_kv(memory), src_attn_mask)
             else:
                 state = cache.layers[i]
-                x = layer(x, (state.cross_keys, state.cross_values), cache.src_attn_mask, state)
+                memory_kv = (state.cross_keys, state.cross_values)
+                x = layer(x, memory_kv, cache.src_attn_mask, state, cache.group_size)
         return x if self.final_norm is None else self.final_norm(x)
 
 

@@ -188,7 +188,7 @@ def beam_search(
     """The `decode.nbest` best hypotheses of each sentence, best first."""
     batch, beam, device = src.shape[0], cfg.beam, src.device
     cache, max_lengths = start(model, src, src_pad_mask, cfg)
-    cache.reorder(torch.arange(batch, device=device).repeat_interleave(beam))
+    cache.expand(beam)  # rows i * beam .. i * beam + beam - 1 are sentence i's beams
     sentences = torch.arange(batch, device=device)  # batch index of each active sentence
     tokens = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=device)
     token_scores = torch.zeros(batch * beam, 0, device=device)  # (active * beam, step)

@@ -61,6 +61,33 @@ def test_cache_reorder_moves_every_state_with_its_row(architecture):
     assert (incremental - expected).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: "-".join(a.values()))
+def test_beams_sharing_cross_attention_state_decode_like_separate_rows(architecture):
+    """expand(k) keeps one cross-attention state per sentence for its k beams; the logits
+    equal those of k independent copies, also after beams are reordered and a sentence is
+    dropped."""
+    model = tiny_model(**architecture)
+    src, src_pad_mask, tgt = padded_batch()  # 3 sentences
+    beam = 2
+    rows = torch.arange(3).repeat_interleave(beam)
+    tokens = random_tokens(6, 5, seed=44)
+    reorders = {2: torch.tensor([1, 1, 2, 3, 4, 5]), 3: torch.tensor([0, 1, 4, 5])}
+    grouped = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
+    grouped.expand(beam)
+    separate = model.init_cache(model.encode(src[rows], src_pad_mask[rows]), src_pad_mask[rows])
+    with torch.no_grad():
+        for step in range(5):
+            if step in reorders:
+                index = reorders[step]
+                grouped.reorder(index)
+                separate.reorder(index)
+                tokens = tokens[index]
+            expected = model.decode_step(tokens[:, step], separate)
+            actual = model.decode_step(tokens[:, step], grouped)
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+    assert grouped.groups == 2  # the middle sentence was dropped
+
+
 def test_cache_grows_by_one_position_per_step_and_keeps_cross_attention_fixed():
     model = tiny_model()
     src, src_pad_mask, tgt = padded_batch()

@@ -33,6 +33,9 @@ class ScriptedCache:
         self.sentences = list(range(batch))
         self.prefixes: list[list[int]] = [[] for _ in range(batch)]
 
+    def expand(self, group_size: int) -> None:
+        self.reorder(torch.arange(len(self.sentences)).repeat_interleave(group_size))
+
     def reorder(self, index: torch.Tensor) -> None:
         self.sentences = [self.sentences[i] for i in index.tolist()]
         self.prefixes = [list(self.prefixes[i]) for i in index.tolist()]
