@@ -231,7 +231,9 @@ def test_over_long_validation_and_test_lines_are_truncated_not_fatal(tmp_path):
     for split in ("valid", "test"):
         (corpus / f"{split}.en").write_text(f"red dog\n{long_line}\n")
         (corpus / f"{split}.de").write_text(f"Dog Red\n{long_line.title()}\n")
-    result = run_command("seq2seq-train", *toy_overrides(
-        corpus, tmp_path / "run", train__max_steps=4, train__validate_every=2))
+    result = run_command(
+        "seq2seq-train",
+        *toy_overrides(corpus, tmp_path / "run", train__max_steps=4, train__validate_every=2),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "BLEU" in result.stdout
