@@ -23,13 +23,23 @@ def main() -> None:
     train = [r for r in records if r["kind"] == "train"]
     valid = [r for r in records if r["kind"] == "valid"]
     figure, loss_axis = plt.subplots(figsize=(7, 4))
-    loss_axis.plot([r["elapsed_s"] / 60 for r in train], [r["loss"] for r in train],
-                   color="tab:gray", linewidth=0.8, label="train loss (label-smoothed)")
+    loss_axis.plot(
+        [r["elapsed_s"] / 60 for r in train],
+        [r["loss"] for r in train],
+        color="tab:gray",
+        linewidth=0.8,
+        label="train loss (label-smoothed)",
+    )
     loss_axis.set_xlabel("minutes of training (2 CPU threads)")
     loss_axis.set_ylabel("train loss")
     bleu_axis = loss_axis.twinx()
-    bleu_axis.plot([r["elapsed_s"] / 60 for r in valid], [r["bleu"] for r in valid], "o-",
-                   color="tab:blue", label="validation BLEU (greedy)")
+    bleu_axis.plot(
+        [r["elapsed_s"] / 60 for r in valid],
+        [r["bleu"] for r in valid],
+        "o-",
+        color="tab:blue",
+        label="validation BLEU (greedy)",
+    )
     bleu_axis.set_ylabel("validation BLEU")
     figure.legend(loc="center right", bbox_to_anchor=(0.88, 0.5))
     loss_axis.set_title(run_dir.name)

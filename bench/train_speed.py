@@ -30,8 +30,9 @@ from seq2seq.config import (
     TokenizerConfig,
     TrainConfig,
 )
-from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.constants import PAD_ID
 from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
+from seq2seq.export import marian_config
 from seq2seq.model import Transformer, count_parameters
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import Distributed, Trainer, TrainingData, autocast
@@ -79,31 +80,13 @@ def our_trainer(data: TrainingData, tokenizer: Tokenizer, precision: str) -> Tra
 
 
 def hf_model():
-    from transformers import MarianConfig, MarianMTModel
+    """MarianMTModel of the same size, built from the exporter's configuration mapping."""
+    from transformers import MarianMTModel
 
-    config = MarianConfig(
-        vocab_size=8000,
-        d_model=256,
-        encoder_layers=3,
-        decoder_layers=3,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=1024,
-        decoder_ffn_dim=1024,
-        activation_function="relu",
-        max_position_embeddings=512,
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        scale_embedding=True,
-        pad_token_id=PAD_ID,
-        eos_token_id=EOS_ID,
-        decoder_start_token_id=BOS_ID,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-    )
     torch.manual_seed(0)
-    return MarianMTModel(config)
+    return MarianMTModel(
+        marian_config(ModelConfig(**SMALL, src_vocab_size=8000, tgt_vocab_size=8000))
+    )
 
 
 def hf_step(model, optimizer, batch, precision: str) -> None:

@@ -89,3 +89,14 @@ def run_command(
         text=not isinstance(stdin, bytes),
         timeout=timeout,
     )
+
+
+# Every recipe shipped in recipes/.
+RECIPES = [
+    "multi30k_en_de",
+    "multi30k_en_fr",
+    "iwslt14_de_en",
+    "wmt14_en_de",
+    "wmt14_en_de_big",
+    "wmt16_en_ro",
+]

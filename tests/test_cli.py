@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import run_command
+from helpers import RECIPES, run_command
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -67,14 +67,7 @@ def test_config_mistakes_are_one_line_errors(overrides, message):
 
 def test_unknown_recipe_lists_every_recipe():
     result = run("seq2seq-train", "recipe=nope")
-    for recipe in (
-        "multi30k_en_de",
-        "multi30k_en_fr",
-        "iwslt14_de_en",
-        "wmt14_en_de",
-        "wmt14_en_de_big",
-        "wmt16_en_ro",
-    ):
+    for recipe in RECIPES:
         assert recipe in result.stderr
 
 

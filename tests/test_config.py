@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import RECIPES
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -65,16 +66,6 @@ def test_overrides_are_type_checked():
         compose_model("tiny", ["model.d_model=abc"])
     with pytest.raises(ConfigCompositionException, match="model.norm=middle"):
         compose_model("tiny", ["model.norm=middle"])
-
-
-RECIPES = [
-    "multi30k_en_de",
-    "multi30k_en_fr",
-    "iwslt14_de_en",
-    "wmt14_en_de",
-    "wmt14_en_de_big",
-    "wmt16_en_ro",
-]
 
 
 def compose_recipe(name: str, overrides: list[str] | None = None):
