@@ -251,17 +251,22 @@ def write_hub_style_dataset(root: Path) -> Path:
     return root
 
 
-def test_hub_code_path_on_a_local_dataset_in_the_translation_schema(tmp_path):
+def hub_config(tmp_path: Path, **overrides) -> DataConfig:
+    """A hub-source config over a local dataset laid out like wmt/wmt14 (en -> de)."""
     root = write_hub_style_dataset(tmp_path / "wmt_like")
-    cfg = DataConfig(
+    values = dict(
         source="hub",
         name=str(root),
         subset="de-en",
         src_lang="en",
         tgt_lang="de",
-        valid="validation",
         cache_dir=str(tmp_path / "cache"),
     )
+    return DataConfig(**{**values, **overrides})
+
+
+def test_hub_code_path_on_a_local_dataset_in_the_translation_schema(tmp_path):
+    cfg = hub_config(tmp_path, valid="validation")
     train = load_split(cfg, "train")
     assert train["src"] == [en.strip() for en, _ in PAIRS]
     assert train["tgt"] == [de.strip() for _, de in PAIRS]
@@ -270,24 +275,13 @@ def test_hub_code_path_on_a_local_dataset_in_the_translation_schema(tmp_path):
 
 
 def test_hub_language_not_in_the_dataset_lists_the_available_ones(tmp_path):
-    root = write_hub_style_dataset(tmp_path / "wmt_like")
-    cfg = DataConfig(
-        source="hub",
-        name=str(root),
-        subset="de-en",
-        src_lang="en",
-        tgt_lang="ro",
-        cache_dir=str(tmp_path / "cache"),
-    )
+    cfg = hub_config(tmp_path, tgt_lang="ro")
     with pytest.raises(UserError, match="'ro' is not in .*available: de, en"):
         load_hub_split(cfg, "train")
 
 
 def test_hub_unknown_split_is_a_user_error(tmp_path):
-    root = write_hub_style_dataset(tmp_path / "wmt_like")
-    cfg = DataConfig(
-        source="hub", name=str(root), subset="de-en", cache_dir=str(tmp_path / "cache")
-    )
+    cfg = hub_config(tmp_path)
     with pytest.raises(UserError, match="split nonexistent"):
         load_hub_split(cfg, "nonexistent")
 
