@@ -70,3 +70,90 @@ def label_smoothed_cross_entropy(
     keep = flat_target != pad_id
     loss, nll = SmoothedCrossEntropy.apply(flat_logits, flat_target, keep, smoothing)
     return LossOutput(loss=loss, nll=nll, tokens=keep.sum())
+
+
+class ProjectedCrossEntropy(torch.autograd.Function):
+    """Output projection + label-smoothed cross-entropy, a few hundred tokens at a time.
+
+    The (tokens, V) logits are the largest tensor of a training step and every full pass over
+    them is bound by memory bandwidth. Here each chunk's logits are made, reduced and dropped
+    while they sit in cache: the forward keeps only the log-normaliser per token, and the
+    backward recomputes the chunk's logits (one extra matmul) to form its gradient in place.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, hidden: Tensor, weight: Tensor, target: Tensor, smoothing: float, chunk: int
+    ) -> tuple[Tensor, Tensor]:
+        # hidden: (tokens, d) of non-pad positions; weight: (V, d); target: (tokens,)
+        dtype = compute_dtype(hidden)
+        w = weight.to(dtype)
+        lse = hidden.new_empty(hidden.shape[0], dtype=exact(hidden))
+        loss = hidden.new_zeros((), dtype=exact(hidden))
+        nll = hidden.new_zeros((), dtype=exact(hidden))
+        for rows in chunks(hidden.shape[0], chunk):
+            logits = (hidden[rows].to(dtype) @ w.t()).to(lse.dtype)  # (chunk, V)
+            lse[rows] = chunk_lse = torch.logsumexp(logits, dim=-1)
+            chunk_nll = chunk_lse - logits.gather(-1, target[rows, None]).squeeze(-1)
+            uniform = chunk_lse - logits.mean(dim=-1)
+            nll += chunk_nll.sum()
+            loss += (1.0 - smoothing) * chunk_nll.sum() + smoothing * uniform.sum()
+        ctx.save_for_backward(hidden, weight, target, lse)
+        ctx.smoothing, ctx.chunk, ctx.dtype = smoothing, chunk, dtype
+        ctx.mark_non_differentiable(nll)
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, grad_nll: Tensor):
+        hidden, weight, target, lse = ctx.saved_tensors
+        eps, dtype = ctx.smoothing, ctx.dtype
+        w = weight.to(dtype)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight, dtype=exact(weight))
+        for rows in chunks(hidden.shape[0], ctx.chunk):
+            h = hidden[rows].to(dtype)
+            grad = (h @ w.t()).to(lse.dtype).sub_(lse[rows, None]).exp_()  # softmax
+            grad.sub_(eps / grad.shape[-1])
+            grad.scatter_add_(-1, target[rows, None], grad.new_full((grad.shape[0], 1), eps - 1))
+            grad = grad.mul_(grad_loss).to(dtype)  # d loss / d logits, (chunk, V)
+            grad_hidden[rows] = grad @ w
+            grad_weight += grad.t() @ h
+        return grad_hidden, grad_weight.to(weight.dtype), None, None, None
+
+
+def exact(x: Tensor) -> torch.dtype:
+    """float64 for float64 input, else float32: the dtype of softmax statistics and sums."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def compute_dtype(hidden: Tensor) -> torch.dtype:
+    """The matmul dtype: autocast's when it is on for this device, else the input's."""
+    if torch.is_autocast_enabled(hidden.device.type):
+        return torch.get_autocast_dtype(hidden.device.type)
+    return hidden.dtype
+
+
+def chunks(total: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def projected_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    smoothing: float,
+    pad_id: int,
+    chunk: int = 256,
+) -> LossOutput:
+    """`label_smoothed_cross_entropy(hidden @ weight.T, ...)` without materialising the logits.
+
+    hidden: (..., d) decoder states; weight: (V, d) output projection; target: (...).
+    """
+    flat_target = target.reshape(-1)
+    keep = flat_target != pad_id
+    rows = keep.nonzero().squeeze(-1)
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)
+    loss, nll = ProjectedCrossEntropy.apply(
+        flat_hidden, weight, flat_target.index_select(0, rows), smoothing, chunk
+    )
+    return LossOutput(loss=loss, nll=nll, tokens=keep.sum())

@@ -27,6 +27,7 @@ from seq2seq.cache import DecoderCache, LayerCache
 from seq2seq.config import ModelConfig, NormPlacement, Positions, TieEmbeddings
 from seq2seq.layers import (
     DecoderLayer,
+    Dropout,
     EncoderLayer,
     LearnedPositions,
     SinusoidalPositions,
@@ -50,7 +51,7 @@ class Embedder(nn.Module):
         self.embed_tokens = embed_tokens
         self.embed_positions = make_positions(cfg)
         self.scale = math.sqrt(cfg.d_model)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, tokens: Tensor, offset: int = 0) -> Tensor:
         """tokens: (batch, len) -> (batch, len, d_model); `offset` is the first position."""
@@ -148,8 +149,12 @@ class Transformer(nn.Module):
         """
         return self.encoder(src, padding_to_attention_mask(src_pad_mask))
 
-    def forward(self, src: Tensor, src_pad_mask: Tensor | None, tgt_in: Tensor) -> Tensor:
-        """Teacher forcing: logits (batch, tgt_len, tgt_vocab) for every target position.
+    def forward(
+        self, src: Tensor, src_pad_mask: Tensor | None, tgt_in: Tensor, project: bool = True
+    ) -> Tensor:
+        """Teacher forcing: logits (batch, tgt_len, tgt_vocab) for every target position, or
+        with `project=False` the decoder states (batch, tgt_len, d_model) before the output
+        projection (the trainer fuses that projection into the loss).
 
         tgt_in: (batch, tgt_len), bos + target, right-padded. Right padding needs no target mask:
         the causal mask already keeps every real position from seeing the padding after it.
@@ -157,7 +162,7 @@ class Transformer(nn.Module):
         src_attn_mask = padding_to_attention_mask(src_pad_mask)
         memory = self.encoder(src, src_attn_mask)
         hidden = self.decoder(tgt_in, memory, src_attn_mask)
-        return self.output_projection(hidden)
+        return self.output_projection(hidden) if project else hidden
 
     def init_cache(self, memory: Tensor, src_pad_mask: Tensor | None) -> DecoderCache:
         """Start incremental decoding: cross-attention keys/values computed once per source."""

@@ -35,7 +35,7 @@ from seq2seq.config import Config, DecodeConfig, Precision, SearchStrategy, Stop
 from seq2seq.constants import PAD_ID
 from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
 from seq2seq.errors import ConfigError, UserError
-from seq2seq.loss import label_smoothed_cross_entropy
+from seq2seq.loss import projected_cross_entropy
 from seq2seq.metrics import corpus_scores
 from seq2seq.model import Transformer, count_parameters
 from seq2seq.optim import build_optimizer, build_scheduler
@@ -300,10 +300,16 @@ class Trainer:
                     autocast(self.cfg.train.precision, self.device),
                     attention_kernels(self.device),
                 ):
-                    logits = self.network(batch.src, batch.src_pad_mask, batch.tgt_in)
-                out = label_smoothed_cross_entropy(
-                    logits, batch.tgt_out, self.cfg.train.label_smoothing, PAD_ID
-                )
+                    hidden = self.network(
+                        batch.src, batch.src_pad_mask, batch.tgt_in, project=False
+                    )
+                    out = projected_cross_entropy(
+                        hidden,
+                        self.model.output_projection.weight,
+                        batch.tgt_out,
+                        self.cfg.train.label_smoothing,
+                        PAD_ID,
+                    )
                 self.scaler.scale(out.loss).backward()
             totals[0] += out.loss.detach()
             totals[1] += out.nll.detach()
@@ -344,8 +350,9 @@ class Trainer:
         with autocast(self.cfg.train.precision, self.device):
             for batch in self.valid_batches():
                 batch = batch.to(self.device)
-                logits = self.model(batch.src, batch.src_pad_mask, batch.tgt_in)
-                out = label_smoothed_cross_entropy(logits, batch.tgt_out, 0.0, PAD_ID)
+                hidden = self.model(batch.src, batch.src_pad_mask, batch.tgt_in, project=False)
+                weight = self.model.output_projection.weight
+                out = projected_cross_entropy(hidden, weight, batch.tgt_out, 0.0, PAD_ID)
                 totals += torch.tensor([out.nll.item(), out.tokens.item()], dtype=torch.float64)
             nll = float(totals[0] / totals[1])
             result = {"valid_nll": round(nll, 4), "valid_ppl": round(math.exp(nll), 2)}

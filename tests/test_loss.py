@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.loss import label_smoothed_cross_entropy
+from seq2seq.loss import label_smoothed_cross_entropy, projected_cross_entropy
 
 PAD = 0
 
@@ -104,3 +104,50 @@ def test_bfloat16_logits_are_scored_in_float32():
     assert out.loss.dtype == torch.float32
     out.loss.backward()
     assert logits.grad.dtype == torch.bfloat16
+
+
+def projected_case(seed: int, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(3, 9, 8, dtype=dtype, generator=generator, requires_grad=True)
+    weight = torch.randn(23, 8, dtype=dtype, generator=generator, requires_grad=True)
+    target = torch.randint(1, 23, (3, 9), generator=generator)
+    target[1, 5:] = PAD
+    target[2, 2:] = PAD
+    return hidden, weight, target
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 256])
+def test_projected_loss_equals_the_loss_of_materialised_logits(chunk):
+    hidden, weight, target = projected_case(5)
+    fused = projected_cross_entropy(hidden, weight, target, 0.1, PAD, chunk=chunk)
+    plain = label_smoothed_cross_entropy(hidden @ weight.t(), target, 0.1, PAD)
+    for a, b in zip(fused, plain, strict=True):
+        torch.testing.assert_close(a, b)
+    grads = torch.autograd.grad(fused.loss, (hidden, weight))
+    expected = torch.autograd.grad(plain.loss, (hidden, weight))
+    for a, b in zip(grads, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_projected_loss_passes_gradcheck_and_ignores_padding_rows():
+    hidden, weight, target = projected_case(6)
+    assert torch.autograd.gradcheck(
+        lambda h, w: projected_cross_entropy(h, w, target, 0.2, PAD, chunk=5).loss, (hidden, weight)
+    )
+    (grad,) = torch.autograd.grad(
+        projected_cross_entropy(hidden, weight, target, 0.1, PAD).loss, hidden
+    )
+    assert grad[target == PAD].abs().sum() == 0
+
+
+def test_projected_loss_under_bfloat16_autocast_stays_close_to_float32():
+    hidden, weight, target = projected_case(7, dtype=torch.float32)
+    exact = projected_cross_entropy(hidden, weight, target, 0.1, PAD)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = projected_cross_entropy(hidden, weight, target, 0.1, PAD)
+    assert fast.loss.dtype == torch.float32
+    torch.testing.assert_close(fast.loss, exact.loss, rtol=1e-2, atol=0)
+    fast_grad = torch.autograd.grad(fast.loss, weight)[0]
+    assert fast_grad.dtype == torch.float32
+    exact_grad = torch.autograd.grad(exact.loss, weight)[0]
+    torch.testing.assert_close(fast_grad, exact_grad, rtol=0, atol=5e-2 * exact_grad.abs().max())

@@ -8,6 +8,7 @@ from helpers import pad_to, random_tokens, tiny_config, tiny_model
 
 from seq2seq.config import ModelConfig
 from seq2seq.constants import PAD_ID
+from seq2seq.layers import Dropout
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.model import Transformer, count_parameters
 
@@ -182,3 +183,27 @@ def test_dropout_is_active_in_training_and_off_in_eval():
         torch.testing.assert_close(model(src, src_pad_mask, tgt), eval_logits)
         model.train()
         assert not torch.allclose(model(src, src_pad_mask, tgt), eval_logits)
+
+
+def test_cpu_dropout_drops_p_and_keeps_the_expectation():
+    dropout = Dropout(0.3).train()
+    x = torch.ones(400, 500, requires_grad=True)
+    y = dropout(x)
+    dropped = (y == 0).float().mean().item()
+    assert dropped == pytest.approx(0.3, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient = mask / (1 - p)
+
+
+def test_cpu_dropout_follows_the_torch_seed_and_is_identity_when_off():
+    dropout = Dropout(0.1).train()
+    x = torch.randn(50, 60)
+    torch.manual_seed(3)
+    first = dropout(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(dropout(x), first)
+    assert not torch.equal(dropout(x), first)
+    assert dropout.eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+    assert Dropout(1.0).train()(x).abs().sum() == 0
