@@ -18,6 +18,7 @@ the newest checkpoint, replaced atomically. Nothing is pickled: weights are safe
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 import seq2seq
@@ -44,7 +46,9 @@ def write_json_atomically(path: Path, value: dict) -> None:
     os.replace(temporary, path)
 
 
-def write_meta(run_dir: Path, tokenizer_sha256: dict[str, str]) -> None:
+def write_meta(
+    run_dir: Path, tokenizer_sha256: dict[str, str], choices: dict[str, str] | None = None
+) -> None:
     write_json_atomically(
         run_dir / META,
         {
@@ -52,6 +56,7 @@ def write_meta(run_dir: Path, tokenizer_sha256: dict[str, str]) -> None:
             "seq2seq_version": seq2seq.__version__,
             "torch_version": torch.__version__,
             "tokenizer_sha256": tokenizer_sha256,
+            "choices": choices or {},  # config groups chosen on the command line (recipe, model)
         },
     )
 
@@ -98,8 +103,21 @@ def step_dirs(run_dir: Path) -> list[Path]:
     root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return []
-    complete = [p for p in root.glob("step_*") if p.is_dir() and (p / TRAIN_STATE).is_file()]
+    complete = [
+        p
+        for p in root.glob("step_*")
+        if p.is_dir() and (p / WEIGHTS).is_file() and (p / TRAIN_STATE).is_file()
+    ]
     return sorted(complete)
+
+
+def save_weights(model: nn.Module, path: Path, step: int) -> None:
+    try:
+        safetensors.torch.save_model(
+            model, str(path), metadata={"format_version": str(FORMAT_VERSION), "step": str(step)}
+        )
+    except SafetensorError as error:  # its I/O failures (a full disk) as the OSError they are
+        raise OSError(str(error)) from None
 
 
 def save_checkpoint(
@@ -108,24 +126,36 @@ def save_checkpoint(
     """Write checkpoint `step`, point the top-level files at it, prune old step checkpoints."""
     final = step_dir(run_dir, step)
     temporary = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    safetensors.torch.save_model(
-        model,
-        str(temporary / WEIGHTS),
-        metadata={"format_version": str(FORMAT_VERSION), "step": str(step)},
-    )
-    torch.save(train_state, temporary / TRAIN_STATE)
-    for written in (temporary / WEIGHTS, temporary / TRAIN_STATE, temporary):
-        fsync(written)  # complete on disk before it becomes visible under its final name
-    shutil.rmtree(final, ignore_errors=True)  # a re-save of the same step
+    for leftover in final.parent.glob(".step_*"):  # from a crash during an earlier save
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        temporary.mkdir(parents=True)
+        save_weights(model, temporary / WEIGHTS, step)
+        buffer = io.BytesIO()  # serialised in memory so a full disk surfaces as an OSError
+        torch.save(train_state, buffer)
+        (temporary / TRAIN_STATE).write_bytes(buffer.getbuffer())
+        for written in (temporary / WEIGHTS, temporary / TRAIN_STATE, temporary):
+            fsync(written)  # complete on disk before it becomes visible under its final name
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)  # give the space back
+        raise
+    if final.is_dir():  # a re-save of the same step
+        remove_directory(final)
     os.replace(temporary, final)
     fsync(final.parent)
     link_or_copy(final / WEIGHTS, run_dir / WEIGHTS)
     link_or_copy(final / TRAIN_STATE, run_dir / TRAIN_STATE)
     for old in step_dirs(run_dir)[:-keep_last]:
-        shutil.rmtree(old)
+        remove_directory(old)
     return final
+
+
+def remove_directory(path: Path) -> None:
+    """Delete a step checkpoint: renamed away first, so a crash never leaves half of one."""
+    trash = path.with_name(f".{path.name}.old")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash)
 
 
 def mark_best(run_dir: Path, checkpoint: Path) -> None:

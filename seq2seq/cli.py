@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from seq2seq.config import Config, DecodeConfig, load_saved_config, register_configs, schema_keys
+from seq2seq.constants import EOS_ID
 from seq2seq.errors import UserError
 from seq2seq.metrics import format_score
 
@@ -170,18 +171,38 @@ info = hydra_command(info_job)
 # --------------------------------------------------------------------------- seq2seq-train
 
 
+CONFIG_GROUPS = ("recipe", "model", "data", "tokenizer", "optim", "train", "decode")
+
+
 def default_run_dir() -> Path:
     recipe = HydraConfig.get().runtime.choices.get("recipe") or "custom"
     return Path("runs") / recipe / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def chosen_groups() -> dict[str, str]:
+    """The config groups this command selected, e.g. {"recipe": "multi30k_en_de", "model": ...}."""
+    choices = HydraConfig.get().runtime.choices
+    return {group: choices[group] for group in CONFIG_GROUPS if choices.get(group) is not None}
+
+
 def resume_config(run_dir: Path, overrides: list[str]) -> Config:
-    """The run's saved config, with the command line's key=value overrides applied on top."""
-    groups = {"model", "data", "tokenizer", "optim", "train", "decode", "recipe"}
+    """The run's saved config, with the command line's key=value overrides applied on top.
+
+    Rerunning the command that started the run is allowed: group choices equal to the run's
+    (recipe=..., model=...) are accepted; different ones are an error.
+    """
+    from seq2seq.checkpoint import read_meta
+
+    saved_choices = (
+        read_meta(run_dir).get("choices", {}) if (run_dir / "meta.json").is_file() else {}
+    )
     changes = []
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key in groups:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key in CONFIG_GROUPS:
+            if saved_choices.get(key) == value:
+                continue  # the same choice the run was started with
             raise UserError(
                 f"cannot change '{key}' when resuming {run_dir}; only key=value "
                 "overrides such as train.max_steps=... apply to an existing run"
@@ -207,7 +228,7 @@ def train_job(cfg: DictConfig) -> None:
     config.run_dir = str(run_dir)
     setup_logging(run_dir)
     log.info("run directory: %s", run_dir)
-    trainer = train(config, run_dir)
+    trainer = train(config, run_dir, chosen_groups())
     if trainer.world.is_main and config.train.test_at_end:
         from seq2seq import checkpoint
 
@@ -240,12 +261,15 @@ def parse_key_values(argv: list[str], defaults: dict[str, str]) -> dict[str, str
     return values
 
 
+AVERAGE_ARGS = {"run": "", "last": "5", "out": "-"}
+
+
 def average_main() -> None:
     """seq2seq-average run=<run dir> [last=5] [out=<run dir>/model.avg.safetensors]"""
     from seq2seq import checkpoint
 
     def job() -> None:
-        args = parse_key_values(sys.argv[1:], {"run": "", "last": "5", "out": "-"})
+        args = parse_key_values(sys.argv[1:], AVERAGE_ARGS)
         run_dir = Path(args["run"])
         if not args["last"].isdigit() or int(args["last"]) < 1:
             raise UserError(f"last must be a positive integer, got '{args['last']}'")
@@ -522,20 +546,137 @@ def run_evaluation(
 # --------------------------------------------------------------------------- seq2seq-export
 
 
+EXPORT_ARGS = {"run": "", "to": "hf", "out": "", "checkpoint": "best", "quantization": "float32"}
+EXPORT_FORMATS = {"hf": "Hugging Face MarianMTModel", "ct2": "CTranslate2"}
+
+
 def export_main() -> None:
-    """seq2seq-export run=<run dir> to=hf out=<dir> [checkpoint=best|last|average|<file>]"""
+    """seq2seq-export run=<run dir> to=hf|ct2 out=<dir> [checkpoint=best|last|average|<file>]
+    [quantization=float32|int8|... (ct2 only)]"""
 
     def job() -> None:
-        from seq2seq.export import export_hf
         from seq2seq.translate import Translator
 
-        args = parse_key_values(
-            sys.argv[1:], {"run": "", "to": "hf", "out": "", "checkpoint": "best"}
-        )
-        if args["to"] != "hf":
-            raise UserError(f"unknown export format to={args['to']}; available: hf")
+        args = parse_key_values(sys.argv[1:], EXPORT_ARGS)
+        if args["to"] not in EXPORT_FORMATS:
+            raise UserError(
+                f"unknown export format to={args['to']}; available: {', '.join(EXPORT_FORMATS)}"
+            )
+        if args["to"] == "hf" and args["quantization"] != "float32":
+            raise UserError("quantization=... applies to to=ct2 only")
         translator = Translator.from_run(Path(args["run"]), args["checkpoint"], "cpu")
-        export_hf(translator.model, translator.tokenizer, Path(args["out"]))
-        print(f"exported {args['run']} to {args['out']} (Hugging Face MarianMTModel)")
+        out = Path(args["out"])
+        if args["to"] == "hf":
+            from seq2seq.export import export_hf
+
+            export_hf(translator.model, translator.tokenizer, out)
+        else:
+            from seq2seq.export_ct2 import export_ct2
+
+            export_ct2(translator.model, translator.tokenizer, out, args["quantization"])
+        print(f"exported {args['run']} to {out} ({EXPORT_FORMATS[args['to']]})")
 
     exit_on_user_error(job)
+
+
+# --------------------------------------------------------------------------- seq2seq-attention
+
+
+ATTENTION_ARGS = {
+    "run": "",
+    "text": "-",
+    "input": "-",
+    "lines": "1",
+    "out": "attention",
+    "checkpoint": "best",
+}
+
+
+def attention_main() -> None:
+    """seq2seq-attention run=<run dir> text="..." | input=<file> [lines=1-3] [out=attention]
+    [checkpoint=best|last|average|<file>]: heatmaps of every attention and an HTML page."""
+
+    def job() -> None:
+        from seq2seq.inspection import attention_maps
+        from seq2seq.plots import attention_figures, attention_page, pyplot
+        from seq2seq.translate import Translator
+
+        args = parse_key_values(sys.argv[1:], ATTENTION_ARGS)
+        sentences = attention_inputs(args)
+        pyplot()  # a missing matplotlib is reported before the model is loaded
+        translator = Translator.from_run(Path(args["run"]), args["checkpoint"], "cpu")
+        tokenizer, out = translator.tokenizer, Path(args["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        pages = []
+        for number, sentence in enumerate(sentences, 1):
+            source = tokenizer.encode([sentence.strip()], "src")[0][: translator.max_source_tokens]
+            target = [*translator.search_ids([source])[0][0].tokens, EOS_ID]  # (its best)
+            maps = attention_maps(translator.model, [*source, EOS_ID], target)
+            figures = attention_figures(
+                maps,
+                [*tokenizer.pieces(source, "src"), "</s>"],
+                [*tokenizer.pieces(target[:-1], "tgt"), "</s>"],
+                out,
+                f"sentence{number}",
+            )
+            translation = tokenizer.decode([target], "tgt")[0]
+            pages.append({"source": sentence, "translation": translation, "figures": figures})
+        page = attention_page(out, pages)
+        print(f"wrote {len(pages)} sentence(s) of attention maps: {page}")
+
+    exit_on_user_error(job)
+
+
+def attention_inputs(args: dict[str, str]) -> list[str]:
+    """The sentences to show: text=..., or lines=A-B (1-based) of input=<file>."""
+    if (args["text"] == "-") == (args["input"] == "-"):
+        raise UserError('give exactly one of text="a sentence" or input=<file> [lines=1-3]')
+    if args["text"] != "-":
+        if not args["text"].strip():
+            raise UserError("text= is empty; give a sentence to translate")
+        return [args["text"]]
+    first, _, last = args["lines"].partition("-")
+    if not first.isdigit() or not (last or first).isdigit() or int(first) < 1:
+        raise UserError(f"lines must look like 3 or 1-5 (1-based), got '{args['lines']}'")
+    start, stop = int(first), int(last or first)
+    chosen = [
+        line for number, line in enumerate(read_input(args["input"]), 1) if start <= number <= stop
+    ]
+    if not chosen:
+        raise UserError(f"{args['input']} has no lines {args['lines']}")
+    if not any(line.strip() for line in chosen):
+        raise UserError(f"lines {args['lines']} of {args['input']} are empty")
+    return [line for line in chosen if line.strip()]
+
+
+# --------------------------------------------------------------------------- seq2seq-plot
+
+
+PLOT_ARGS = {"run": "", "out": "-"}
+
+
+def plot_main() -> None:
+    """seq2seq-plot run=<run dir> [out=<run dir>/training_curves.png]"""
+
+    def job() -> None:
+        from seq2seq.plots import training_curves
+
+        args = parse_key_values(sys.argv[1:], PLOT_ARGS)
+        run_dir = Path(args["run"])
+        if not run_dir.is_dir():
+            raise UserError(f"run directory {run_dir} does not exist")
+        out = run_dir / "training_curves.png" if args["out"] == "-" else Path(args["out"])
+        print(f"wrote {training_curves(run_dir, out)}")
+
+    exit_on_user_error(job)
+
+
+# The key=value commands and the arguments each accepts (the docs test checks every example).
+KEY_VALUE_COMMANDS = {
+    "seq2seq-average": AVERAGE_ARGS,
+    "seq2seq-translate": TRANSLATE_ARGS,
+    "seq2seq-evaluate": EVALUATE_ARGS,
+    "seq2seq-export": EXPORT_ARGS,
+    "seq2seq-attention": ATTENTION_ARGS,
+    "seq2seq-plot": PLOT_ARGS,
+}

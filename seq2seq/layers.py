@@ -92,6 +92,25 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
+    def attention_weights(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        attn_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        """softmax(Q K^T / sqrt(d_head)) written out: (batch, heads, q_len, k_len), each row a
+        distribution over the keys. `forward` gets the same weights from SDPA without storing
+        them; this is for looking at them (`seq2seq-attention`)."""
+        q = self.split_heads(self.q_proj(query))
+        scores = q @ keys.transpose(-2, -1) / self.d_head**0.5
+        if causal:
+            mask = causal_mask(q.shape[2], keys.shape[2], q.device)
+            attn_mask = mask if attn_mask is None else attn_mask & mask
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        return scores.softmax(dim=-1)
+
     def split_heads(self, x: Tensor) -> Tensor:
         """(batch, len, d_model) -> (batch, heads, len, d_head)."""
         batch, length, _ = x.shape

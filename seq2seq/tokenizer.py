@@ -121,6 +121,10 @@ class Tokenizer:
         special = {PAD_ID, BOS_ID, EOS_ID}
         return self.processors[side].decode([[i for i in row if i not in special] for row in ids])
 
+    def pieces(self, ids: list[int], side: str) -> list[str]:
+        """The subword string of each id (for labelling pictures)."""
+        return [self.processors[side].id_to_piece(i) for i in ids]
+
     def normalize(self, text: str, side: str) -> str:
         """The text as the tokenizer sees it (NFKC, whitespace collapsed): what decoding gives."""
         return self.processors[side].normalize(text).replace("\u2581", " ").strip()

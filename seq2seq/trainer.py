@@ -398,12 +398,29 @@ class Trainer:
     def save(self, is_best: bool = False) -> None:
         state = self.train_state()  # every process takes part (RNG states are gathered)
         if self.world.is_main:
-            saved = checkpoint.save_checkpoint(
-                self.run_dir, self.step, self.model, state, self.cfg.train.keep_last
-            )
-            if is_best or not (self.run_dir / checkpoint.BEST_WEIGHTS).exists():
-                checkpoint.mark_best(self.run_dir, saved)
+            try:
+                saved = checkpoint.save_checkpoint(
+                    self.run_dir, self.step, self.model, state, self.cfg.train.keep_last
+                )
+                if is_best or not (self.run_dir / checkpoint.BEST_WEIGHTS).exists():
+                    checkpoint.mark_best(self.run_dir, saved)
+            except OSError as error:
+                raise UserError(self.save_failure(error)) from None
         self.last_saved_step = self.step
+
+    def save_failure(self, error: OSError) -> str:
+        """One line: what failed, what is still intact, how to go on."""
+        previous = checkpoint.latest_checkpoint(self.run_dir)
+        intact = (
+            f"the checkpoint of step {int(previous.name.split('_')[1])} is intact"
+            if previous is not None
+            else "no earlier checkpoint exists"
+        )
+        return (
+            f"cannot save the checkpoint of step {self.step} in {self.run_dir}: "
+            f"{error.strerror or error}; {intact}. Free space or fix permissions, then resume "
+            f"with: seq2seq-train run_dir={self.run_dir}"
+        )
 
     def write_metrics(self, record: dict) -> None:
         """One JSON line in metrics.jsonl, and TensorBoard scalars when it is installed."""
@@ -564,8 +581,12 @@ def setup_distributed(world: Distributed, device: torch.device) -> None:
         dist.init_process_group(backend, rank=world.rank, world_size=world.world_size)
 
 
-def train(cfg: Config, run_dir: Path) -> Trainer:
-    """Train (or resume) the run in `run_dir`; returns the finished trainer."""
+def train(cfg: Config, run_dir: Path, choices: dict[str, str] | None = None) -> Trainer:
+    """Train (or resume) the run in `run_dir`; returns the finished trainer.
+
+    `choices`: the config groups the command selected (recipe, model), kept in meta.json so that
+    rerunning the same command resumes the run.
+    """
     world = Distributed.from_environment()
     device = resolve_device(cfg.train.device, world.local_rank)
     setup_distributed(world, device)
@@ -589,7 +610,7 @@ def train(cfg: Config, run_dir: Path) -> Trainer:
         trainer.load_train_state(checkpoint.load_train_state(latest / checkpoint.TRAIN_STATE))
         log.info("resuming from %s (step %d)", latest, trainer.step)
     elif world.is_main:
-        checkpoint.write_meta(run_dir, tokenizer.sha256())
+        checkpoint.write_meta(run_dir, tokenizer.sha256(), choices or {})
         log.info(
             "model: %s parameters; %d training pairs, %d batches per epoch per process",
             f"{count_parameters(model):,}",

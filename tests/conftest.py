@@ -47,3 +47,32 @@ def toy_run(toy_corpus, tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def multi30k_run(multi30k, tmp_path_factory):
+    """A small model trained for a few hundred steps on Multi30k en-de (about a minute)."""
+    from helpers import run_command
+
+    run_dir = tmp_path_factory.mktemp("multi30k_run") / "run"
+    result = run_command(
+        "seq2seq-train",
+        "recipe=multi30k_en_de",
+        f"data.root={multi30k}",
+        f"data.cache_dir={run_dir.parent / 'cache'}",
+        f"run_dir={run_dir}",
+        "model.d_model=64",
+        "model.ffn_dim=128",
+        "model.encoder_layers=2",
+        "model.decoder_layers=2",
+        "tokenizer.vocab_size=2000",
+        "train.max_steps=200",
+        "train.validate_every=200",
+        "train.valid_bleu=false",
+        "train.test_at_end=false",
+        "train.threads=2",
+        "train.precision=fp32",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir

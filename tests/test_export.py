@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import torch
-from helpers import installed_script, pad_to, random_tokens, tiny_model
+from helpers import installed_script, pad_to, random_tokens, read_gz_lines, run_command, tiny_model
 from toy import toy_overrides, write_toy_corpus
 
 from seq2seq.config import DecodeConfig
@@ -104,3 +104,41 @@ def test_export_to_an_unknown_format_is_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert "unknown export format to=onnx" in result.stderr
+
+
+def test_ctranslate2_greedy_output_equals_ours_on_the_multi30k_test_set(
+    multi30k, multi30k_run, tmp_path
+):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    out = tmp_path / "ct2"
+    result = run_command("seq2seq-export", f"run={multi30k_run}", "to=ct2", f"out={out}")
+    assert result.returncode == 0, result.stderr
+    assert {"model.bin", "config.json", "src.spm.model"} <= {p.name for p in out.iterdir()}
+    limit = 60  # output tokens before eos, for both
+    decode = DecodeConfig(strategy="greedy", max_len_a=0.0, max_len_b=limit)
+    translator = Translator.from_run(multi30k_run, "best", "cpu", decode)
+    sentences = read_gz_lines(multi30k / "test_2016_flickr.en.gz")
+    ours = [
+        nbest[0].tokens for nbest in translator.search_ids(translator.encode_sources(sentences))
+    ]
+    source, target = (translator.tokenizer.processors[side] for side in ("src", "tgt"))
+    engine = ctranslate2.Translator(str(out), device="cpu", intra_threads=1)
+    found = engine.translate_batch(
+        [source.encode(s.strip(), out_type=str) for s in sentences],
+        beam_size=1,
+        max_batch_size=64,
+        max_decoding_length=limit + 1,
+    )
+    # ours stops at the limit with eos; CTranslate2 runs one step longer: compare `limit` tokens
+    theirs = [[target.piece_to_id(p) for p in r.hypotheses[0]][:limit] for r in found]
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    assert same == len(sentences), f"{same} of {len(sentences)} identical"
+
+
+def test_ctranslate2_export_with_an_unknown_quantization_is_one_line(toy_run, tmp_path):
+    pytest.importorskip("ctranslate2")
+    result = run_command(
+        "seq2seq-export", f"run={toy_run}", "to=ct2", f"out={tmp_path}/x", "quantization=int3"
+    )
+    assert result.returncode == 2
+    assert "unknown quantization=int3" in result.stderr

@@ -1,0 +1,75 @@
+"""The pictures the toolkit draws: attention heatmaps with their HTML page, training curves,
+and the concept figures of the docs."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import run_command
+
+from seq2seq import plots
+
+pytest.importorskip("matplotlib")
+PNG = b"\x89PNG"
+
+
+def test_attention_command_writes_every_heatmap_and_a_page(toy_run, tmp_path):
+    out = tmp_path / "attention"
+    result = run_command(
+        "seq2seq-attention", f"run={toy_run}", "text=the red dog runs", f"out={out}"
+    )
+    assert result.returncode == 0, result.stderr
+    names = {p.name for p in out.iterdir()}
+    figures = {f"sentence1_{kind}.png" for kind in ("cross", "cross_heads", "encoder", "decoder")}
+    assert figures | {"index.html"} == names
+    for name in figures:
+        assert (out / name).read_bytes().startswith(PNG)
+    page = (out / "index.html").read_text()
+    assert "the red dog runs" in page and all(name in page for name in figures)
+
+
+def test_attention_of_chosen_lines_of_a_file(toy_run, tmp_path):
+    source = tmp_path / "input.txt"
+    source.write_text("the cat sits\n\nthe big tree\nred car\n")
+    out = tmp_path / "attention"
+    result = run_command(
+        "seq2seq-attention", f"run={toy_run}", f"input={source}", "lines=2-3", f"out={out}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 1 sentence(s)" in result.stdout  # line 2 is empty: nothing to show
+    assert "the big tree" in (out / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["text=a b", "input=x.txt"], "give exactly one of text="),
+        ([], "give exactly one of text="),
+        (["input=x.txt", "lines=0"], "lines must look like"),
+        (["text= "], "text= is empty"),
+    ],
+)
+def test_attention_mistakes_are_one_line(toy_run, arguments, message):
+    result = run_command("seq2seq-attention", f"run={toy_run}", *arguments)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plot_command_draws_the_training_curves(toy_run, tmp_path):
+    out = tmp_path / "curves.png"
+    result = run_command("seq2seq-plot", f"run={toy_run}", f"out={out}")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes().startswith(PNG)
+
+
+def test_plot_of_a_directory_without_logs_is_one_line(tmp_path):
+    result = run_command("seq2seq-plot", f"run={tmp_path}")
+    assert result.returncode == 2
+    assert "metrics.jsonl not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "draw", [plots.positions_figure, plots.schedule_figure, plots.label_smoothing_figure]
+)
+def test_concept_figures_are_drawn(draw, tmp_path):
+    out = draw(tmp_path / "figure.png")
+    assert out.read_bytes().startswith(PNG)
