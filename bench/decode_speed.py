@@ -66,6 +66,31 @@ def theirs(
     return [[t for t in row if t not in special] for row in generated.tolist()]
 
 
+def ct2_translator(translator: Translator, quantization: str, workdir: Path, threads: int):
+    """Our weights exported to CTranslate2 (`seq2seq.export_ct2`), loaded with `threads`."""
+    import ctranslate2
+
+    from seq2seq.export_ct2 import export_ct2
+
+    out = workdir / f"ct2_{quantization}"
+    export_ct2(translator.model, translator.tokenizer, out, quantization)
+    return ctranslate2.Translator(str(out), device="cpu", intra_threads=threads, inter_threads=1)
+
+
+def ct2(engine, translator: Translator, sources, batch: list[int], cfg: DecodeConfig):
+    source, target = (translator.tokenizer.processors[side] for side in ("src", "tgt"))
+    pieces = [[source.id_to_piece(t) for t in sources[i]] for i in batch]
+    longest = max(len(sources[i]) for i in batch)
+    found = engine.translate_batch(
+        pieces,
+        beam_size=cfg.beam,
+        length_penalty=cfg.length_penalty,
+        max_batch_size=len(batch),
+        max_decoding_length=int(cfg.max_len_a * (longest + 1)) + cfg.max_len_b + 1,
+    )
+    return [[target.piece_to_id(p) for p in r.hypotheses[0]] for r in found]
+
+
 def timed(translate, batches: list[list[int]]) -> tuple[float, dict[int, list[int]]]:
     outputs: dict[int, list[int]] = {}
     start = time.perf_counter()
@@ -83,6 +108,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--single", type=int, default=150, help="sentences decoded one by one")
     parser.add_argument("--checkpoint", default="best")
+    parser.add_argument("--ct2", action="store_true", help="also CTranslate2 float32 and int8")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/s2s-decode-bench"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -99,6 +126,10 @@ def main() -> None:
         "seq2seq_bf16": lambda b: ours(bf16, sources, b),
         "hf_generate": lambda b: theirs(marian, sources, b, cfg),
     }
+    if args.ct2:
+        for quantization in ("float32", "int8"):
+            engine = ct2_translator(translator, quantization, args.workdir, args.threads)
+            systems[f"ct2_{quantization}"] = lambda b, e=engine: ct2(e, translator, sources, b, cfg)
     results: dict = {
         "machine": platform.machine(),
         "threads": args.threads,
@@ -133,7 +164,7 @@ def main() -> None:
                     [outputs[name][i] for i in range(len(sources))], "tgt"
                 )
                 report[name]["bleu"] = corpus_scores(texts, references, ("bleu",))["bleu"].score
-        for name in ("seq2seq", "seq2seq_bf16"):
+        for name in [n for n in systems if n != "hf_generate"]:
             report[name]["speedup_vs_hf"] = round(
                 report[name]["sentences_per_s"] / report["hf_generate"]["sentences_per_s"], 2
             )

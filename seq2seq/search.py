@@ -54,20 +54,20 @@ def max_output_lengths(src_pad_mask: Tensor, cfg: DecodeConfig, max_positions: i
     return limit.clamp(min=1, max=max_positions - 1)
 
 
-def constrain(log_probs: Tensor, step: int, at_limit: Tensor, cfg: DecodeConfig) -> Tensor:
+def constrain(logits: Tensor, step: int, at_limit: Tensor, cfg: DecodeConfig) -> Tensor:
     """Forbid pad/bos always, eos before min_len, and everything but eos at the length limit.
-    log_probs: (rows, vocab), modified in place; at_limit: (rows,) bool."""
-    log_probs[:, PAD_ID] = float("-inf")
-    log_probs[:, BOS_ID] = float("-inf")
-    eos = log_probs[:, EOS_ID].clone()
+    logits: (rows, vocab), modified in place; at_limit: (rows,) bool."""
+    logits[:, PAD_ID] = float("-inf")
+    logits[:, BOS_ID] = float("-inf")
+    eos = logits[:, EOS_ID].clone()
     if step < cfg.min_len:
-        log_probs[:, EOS_ID] = float("-inf")
-    log_probs[at_limit] = float("-inf")
-    log_probs[at_limit, EOS_ID] = eos[at_limit]
-    return log_probs
+        logits[:, EOS_ID] = float("-inf")
+    logits[at_limit] = float("-inf")
+    logits[at_limit, EOS_ID] = eos[at_limit]
+    return logits
 
 
-def ban_repeated_ngrams(log_probs: Tensor, prefixes: Tensor, n: int) -> None:
+def ban_repeated_ngrams(logits: Tensor, prefixes: Tensor, n: int) -> None:
     """Forbid every token that would repeat an n-gram already in the row's prefix.
     prefixes: (rows, length) ids generated so far (bos first)."""
     length = prefixes.shape[1]
@@ -77,7 +77,7 @@ def ban_repeated_ngrams(log_probs: Tensor, prefixes: Tensor, n: int) -> None:
         tail = tuple(prefix[length - n + 1 :])
         for start in range(length - n + 1):
             if tuple(prefix[start : start + n - 1]) == tail:
-                log_probs[row, prefix[start + n - 1]] = float("-inf")
+                logits[row, prefix[start + n - 1]] = float("-inf")
 
 
 def start(model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig):
@@ -86,14 +86,20 @@ def start(model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConf
     return cache, max_output_lengths(src_pad_mask, cfg, model.cfg.max_positions)
 
 
-def next_log_probs(
+def next_logits(
     model: Transformer, tokens: Tensor, cache, step: int, at_limit: Tensor, cfg: DecodeConfig
-) -> Tensor:
-    """(rows, vocab) constrained log-probabilities for the token after `tokens[:, -1]`."""
-    log_probs = torch.log_softmax(model.decode_step(tokens[:, -1], cache).float(), dim=-1)
-    constrain(log_probs, step, at_limit, cfg)
-    ban_repeated_ngrams(log_probs, tokens, cfg.no_repeat_ngram)
-    return log_probs
+) -> tuple[Tensor, Tensor]:
+    """Constrained logits (rows, vocab) for the token after `tokens[:, -1]`, and the log
+    normaliser (rows, 1) of the model's distribution: log p(token) = logits - lse.
+
+    Searches pick tokens on the logits (same order as log-probabilities) and subtract `lse`
+    only from the few they keep: no full log_softmax pass over the vocabulary.
+    """
+    logits = model.decode_step(tokens[:, -1], cache).float()
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+    constrain(logits, step, at_limit, cfg)
+    ban_repeated_ngrams(logits, tokens, cfg.no_repeat_ngram)
+    return logits, lse
 
 
 # --------------------------------------------------------------------------- one path per input
@@ -107,7 +113,7 @@ def single_path_search(
     cfg: DecodeConfig,
     choose: Callable[[Tensor], Tensor],
 ) -> list[list[Hypothesis]]:
-    """Extend one hypothesis per sentence with `choose(log_probs) -> tokens` until eos."""
+    """Extend one hypothesis per sentence with `choose(logits) -> tokens` until eos."""
     batch, device = src.shape[0], src.device
     cache, max_lengths = start(model, src, src_pad_mask, cfg)
     steps = int(max_lengths.max()) + 1  # + 1 for eos
@@ -116,10 +122,11 @@ def single_path_search(
     active = torch.arange(batch, device=device)  # rows of the batch still decoding
     tokens = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
     for step in range(steps):
-        log_probs = next_log_probs(model, tokens, cache, step, step >= max_lengths[active], cfg)
-        chosen = choose(log_probs)
+        at_limit = step >= max_lengths[active]
+        logits, lse = next_logits(model, tokens, cache, step, at_limit, cfg)
+        chosen = choose(logits)
         output[active, step] = chosen
-        token_scores[active, step] = log_probs.gather(1, chosen[:, None]).squeeze(1)
+        token_scores[active, step] = (logits.gather(1, chosen[:, None]) - lse).squeeze(1)
         tokens = torch.cat([tokens, chosen[:, None]], dim=1)
         unfinished = chosen != EOS_ID
         if not unfinished.any():
@@ -146,7 +153,7 @@ def greedy_search(
     model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """The most probable token at every step."""
-    return single_path_search(model, src, src_pad_mask, cfg, lambda lp: lp.argmax(dim=-1))
+    return single_path_search(model, src, src_pad_mask, cfg, lambda z: z.argmax(dim=-1))
 
 
 def sample_search(
@@ -156,8 +163,8 @@ def sample_search(
     reproducible from decode.seed."""
     generator = torch.Generator(device=src.device).manual_seed(cfg.seed)
 
-    def draw(log_probs: Tensor) -> Tensor:
-        filtered = filter_distribution(log_probs / cfg.temperature, cfg.top_k, cfg.top_p)
+    def draw(logits: Tensor) -> Tensor:  # softmax(logits / T): logits and log-probs agree
+        filtered = filter_distribution(logits / cfg.temperature, cfg.top_k, cfg.top_p)
         return torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
     return single_path_search(model, src, src_pad_mask, cfg, draw)
@@ -198,11 +205,14 @@ def beam_search(
     for step in range(int(max_lengths.max()) + 1):
         active = len(sentences)
         at_limit = (step >= max_lengths[sentences]).repeat_interleave(beam)
-        log_probs = next_log_probs(model, tokens, cache, step, at_limit, cfg)
-        vocab = log_probs.shape[-1]
-        candidates = (scores.view(-1, 1) + log_probs).view(active, beam * vocab)
+        logits, lse = next_logits(model, tokens, cache, step, at_limit, cfg)
+        # a sentence's best 2 * beam continuations are among each beam's best 2 * beam tokens
+        k = min(2 * beam, logits.shape[-1])
+        top_logits, top_tokens = logits.topk(k, dim=1)  # (active * beam, k)
+        candidates = (scores.view(-1, 1) + (top_logits - lse)).view(active, beam * k)
         cand_scores, cand_ids = candidates.topk(2 * beam, dim=1)  # (active, 2 * beam)
-        cand_beams, cand_tokens = cand_ids // vocab, cand_ids % vocab
+        cand_beams = cand_ids // k
+        cand_tokens = top_tokens.view(active, beam * k).gather(1, cand_ids)
         is_eos = (cand_tokens == EOS_ID) & (cand_scores > float("-inf"))
         finish_hypotheses(
             finished,
