@@ -14,7 +14,7 @@ queries).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -22,28 +22,70 @@ from torch import Tensor
 
 @dataclass
 class LayerCache:
-    """One decoder layer's state. Tensors are (rows or groups, heads, len, d_head)."""
+    """One decoder layer's state. Tensors are (rows or groups, heads, len, d_head).
+
+    Self-attention keys/values live in preallocated buffers (capacity >= len, grown by
+    doubling) so that a step writes one position instead of copying the whole cache, and a
+    reorder copies the filled part once into a second buffer that is then swapped in.
+    """
 
     cross_keys: Tensor  # one per group
     cross_values: Tensor
-    self_keys: Tensor | None = None  # one per row
-    self_values: Tensor | None = None
+    buffers: list[Tensor] = field(default_factory=list)  # keys, values, spare keys, spare values
+    length: int = 0  # positions filled
+    rows: int = 0  # rows in use (the first `rows` of each buffer)
+
+    @property
+    def self_keys(self) -> Tensor | None:
+        return self.buffers[0][: self.rows, :, : self.length] if self.buffers else None
+
+    @property
+    def self_values(self) -> Tensor | None:
+        return self.buffers[1][: self.rows, :, : self.length] if self.buffers else None
 
     def extend_self_attention(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Append the new positions' keys/values and return all of them."""
-        if self.self_keys is not None:
-            keys = torch.cat([self.self_keys, keys], dim=2)
-            values = torch.cat([self.self_values, values], dim=2)
-        self.self_keys, self.self_values = keys, values
-        return keys, values
+        new = keys.shape[2]
+        if not self.buffers or self.length + new > self.buffers[0].shape[2]:
+            self.grow(keys, self.length + new)
+        end = self.length + new
+        self.buffers[0][: self.rows, :, self.length : end] = keys
+        self.buffers[1][: self.rows, :, self.length : end] = values
+        self.length = end
+        return self.self_keys, self.self_values
+
+    def grow(self, like: Tensor, needed: int) -> None:
+        rows, heads, _, d_head = like.shape
+        capacity = max(needed, 2 * (self.buffers[0].shape[2] if self.buffers else 8))
+        grown = [like.new_empty(rows, heads, capacity, d_head) for _ in range(4)]
+        for old, new in zip(self.buffers[:2], grown, strict=False):
+            new[: self.rows, :, : self.length] = old[: self.rows, :, : self.length]
+        self.buffers, self.rows = grown, rows
 
     def reorder(self, rows: Tensor, groups: Tensor | None) -> None:
         if groups is not None:
             self.cross_keys = self.cross_keys.index_select(0, groups)
             self.cross_values = self.cross_values.index_select(0, groups)
-        if self.self_keys is not None:
-            self.self_keys = self.self_keys.index_select(0, rows)
-            self.self_values = self.self_values.index_select(0, rows)
+        if self.buffers:
+            count, filled = len(rows), slice(0, self.length)
+            if count > self.buffers[0].shape[0]:  # more rows than ever (repeating a row)
+                self.grow_rows(count)
+            keys, values, spare_keys, spare_values = self.buffers
+            torch.index_select(
+                keys[: self.rows, :, filled], 0, rows, out=spare_keys[:count, :, filled]
+            )
+            torch.index_select(
+                values[: self.rows, :, filled], 0, rows, out=spare_values[:count, :, filled]
+            )
+            self.buffers = [spare_keys, spare_values, keys, values]
+            self.rows = count
+
+    def grow_rows(self, count: int) -> None:
+        _, heads, capacity, d_head = self.buffers[0].shape
+        grown = [self.buffers[0].new_empty(count, heads, capacity, d_head) for _ in range(4)]
+        for old, new in zip(self.buffers[:2], grown, strict=False):
+            new[: self.rows] = old[: self.rows]
+        self.buffers = grown
 
 
 @dataclass

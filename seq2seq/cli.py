@@ -242,8 +242,18 @@ train_main = hydra_command(train_job)
 # --------------------------------------------------------------------------- seq2seq-average
 
 
+def usage(defaults: dict[str, str]) -> str:
+    """`usage: seq2seq-x run=... [input=-] ...`: required keys first, defaults shown."""
+    required = [f"{key}=..." for key, value in defaults.items() if value == ""]
+    optional = [f"[{key}={value}]" for key, value in defaults.items() if value != ""]
+    return " ".join([f"usage: {Path(sys.argv[0]).name}", *required, *optional])
+
+
 def parse_key_values(argv: list[str], defaults: dict[str, str]) -> dict[str, str]:
     """`key=value` arguments; unknown keys are errors naming the accepted ones."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(usage(defaults))
+        raise SystemExit(0)
     values = dict(defaults)
     for arg in argv:
         key, sep, value = arg.partition("=")

@@ -336,9 +336,11 @@ class Trainer:
         torch._foreach_mul_(grads, self.world.world_size / max(tokens, 1.0))
         if self.cfg.train.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_norm)
+        scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        if self.scaler.get_scale() >= scale:  # fp16: a skipped step (inf/NaN) is not counted
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ validation

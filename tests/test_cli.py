@@ -8,6 +8,8 @@ import sys
 import pytest
 from helpers import RECIPES, run_command
 
+from seq2seq.cli import KEY_VALUE_COMMANDS
+
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return run_command(*args, timeout=120)
@@ -77,3 +79,11 @@ def test_cfg_job_prints_the_resolved_config_of_a_recipe():
     assert "lr: 0.0007" in result.stdout
     assert "name: wmt/wmt14" in result.stdout
     assert "d_model: 512" in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(KEY_VALUE_COMMANDS))
+def test_key_value_commands_print_their_usage_on_help(command):
+    result = run_command(command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: {command} ")
+    assert all(key in result.stdout for key in KEY_VALUE_COMMANDS[command])
