@@ -21,6 +21,8 @@ Decoding starts from bos and sources end with eos, as ours. Needs `pip install c
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,16 @@ from seq2seq.layers import DecoderLayer, EncoderLayer, MultiHeadAttention, sinus
 from seq2seq.model import Embedder, Transformer
 from seq2seq.tokenizer import Tokenizer
 
-QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16", "float16", "bfloat16", "int8_bfloat16")
+QUANTIZATIONS = (
+    "float32",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+)
 
 
 def array(tensor: torch.Tensor) -> np.ndarray:
@@ -150,8 +161,14 @@ def export_ct2(model: Transformer, tokenizer: Tokenizer, out_dir: Path, quantiza
         def _load(self):
             return spec
 
-    SpecConverter().convert(
-        str(out_dir), quantization=None if quantization == "float32" else quantization, force=True
-    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the converter deletes its output directory first: give it a fresh one, then move the files
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        converted = Path(scratch) / "model"
+        SpecConverter().convert(
+            str(converted), quantization=None if quantization == "float32" else quantization
+        )
+        for path in converted.iterdir():
+            os.replace(path, out_dir / path.name)
     for side, path in tokenizer.files.items():
         (out_dir / f"{side}.spm.model").write_bytes(path.read_bytes())

@@ -30,6 +30,7 @@ class AttentionMaps:
 def attention_maps(model: Transformer, source: list[int], target: list[int]) -> AttentionMaps:
     """source: source ids (with eos); target: target ids (with eos). Query row i of the decoder
     maps is the position that predicts target[i] (its input is bos + target[:i])."""
+    was_training = model.training
     model.eval()
     recorded: dict[str, list[Tensor]] = {"encoder": [], "decoder": [], "cross": []}
     handles = []
@@ -47,6 +48,7 @@ def attention_maps(model: Transformer, source: list[int], target: list[int]) -> 
     finally:
         for handle in handles:
             handle.remove()
+        model.train(was_training)
     return AttentionMaps(**{kind: torch.stack(maps) for kind, maps in recorded.items()})
 
 

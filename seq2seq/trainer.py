@@ -399,6 +399,7 @@ class Trainer:
 
     def save(self, is_best: bool = False) -> None:
         state = self.train_state()  # every process takes part (RNG states are gathered)
+        failure = ""
         if self.world.is_main:
             try:
                 saved = checkpoint.save_checkpoint(
@@ -407,21 +408,33 @@ class Trainer:
                 if is_best or not (self.run_dir / checkpoint.BEST_WEIGHTS).exists():
                     checkpoint.mark_best(self.run_dir, saved)
             except OSError as error:
-                raise UserError(self.save_failure(error)) from None
+                failure = self.save_failure(error)
+        if self.world.world_size > 1:  # every process stops, not only rank 0
+            flag = torch.tensor([1.0 if failure else 0.0], device=self.device)
+            dist.broadcast(flag, src=0)
+            if flag.item() and not failure:
+                failure = "rank 0 could not save a checkpoint (its error says why)"
+        if failure:
+            raise UserError(failure)
         self.last_saved_step = self.step
 
     def save_failure(self, error: OSError) -> str:
         """One line: what failed, what is still intact, how to go on."""
-        previous = checkpoint.latest_checkpoint(self.run_dir)
-        intact = (
-            f"the checkpoint of step {int(previous.name.split('_')[1])} is intact"
-            if previous is not None
-            else "no earlier checkpoint exists"
-        )
+        latest = checkpoint.latest_checkpoint(self.run_dir)
+        written = latest is not None and latest == checkpoint.step_dir(self.run_dir, self.step)
+        if written:  # the step directory is complete; a later file operation failed
+            what = f"cannot update the top-level files of {self.run_dir} after step {self.step}"
+            intact = f"the checkpoint of step {self.step} is complete"
+        else:
+            what = f"cannot save the checkpoint of step {self.step} in {self.run_dir}"
+            intact = (
+                f"the checkpoint of step {int(latest.name.split('_')[1])} is intact"
+                if latest is not None
+                else "no earlier checkpoint exists"
+            )
         return (
-            f"cannot save the checkpoint of step {self.step} in {self.run_dir}: "
-            f"{error.strerror or error}; {intact}. Free space or fix permissions, then resume "
-            f"with: seq2seq-train run_dir={self.run_dir}"
+            f"{what}: {error.strerror or error}; {intact}. Free space or fix permissions, then "
+            f"resume with: seq2seq-train run_dir={self.run_dir}"
         )
 
     def write_metrics(self, record: dict) -> None:

@@ -29,21 +29,28 @@ SETTINGS = {
 }
 
 # Runs seq2seq-train in this process after wrapping checkpoint.<function> so that its
-# <call>-th call ends the process with SIGKILL, before or after doing its work.
+# <call>-th call ends the process with SIGKILL, before or after doing its work. "rmtree_old"
+# wraps shutil.rmtree and counts only the deletions of pruned checkpoints (.step_N.old).
 KILL_INSIDE = """
-import os, signal, sys
+import os, shutil, signal, sys
 from seq2seq import checkpoint, cli
 function, call, when = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-original, calls = getattr(checkpoint, function), []
+owner = shutil if function == "rmtree_old" else checkpoint
+name = "rmtree" if function == "rmtree_old" else function
+original, calls = getattr(owner, name), []
 def wrapped(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == call and when == "before":
+    counted = function != "rmtree_old" or (
+        str(args[0]).endswith(".old") and os.path.exists(args[0]) and not kwargs
+    )
+    if counted:
+        calls.append(1)
+    if counted and len(calls) == call and when == "before":
         os.kill(os.getpid(), signal.SIGKILL)
     result = original(*args, **kwargs)
-    if len(calls) == call and when == "after":
+    if counted and len(calls) == call and when == "after":
         os.kill(os.getpid(), signal.SIGKILL)
     return result
-setattr(checkpoint, function, wrapped)
+setattr(owner, name, wrapped)
 sys.argv = ["seq2seq-train", *sys.argv[4:]]
 cli.train_main()
 """
@@ -112,13 +119,17 @@ def assert_same_weights(expected: dict, run_dir: Path) -> None:
         assert torch.equal(expected[name], resumed[name]), name
 
 
-STAGES = [  # (function, which call, before/after): every step of save_checkpoint
-    ("save_weights", 2, "after"),  # weights of step 8 written, train state not yet
-    ("fsync", 7, "after"),  # the temporary directory complete, not yet renamed
-    ("link_or_copy", 3, "before"),  # step 8 in place, top-level files still step 4
-    ("link_or_copy", 4, "before"),  # top-level weights at step 8, train state at step 4
+# (function, which call, before/after). Checkpoints are saved at steps 4, 8, 12, 16; each save
+# links the top-level weights and train state (link_or_copy), and marks the best (a third link)
+# when validation improved.
+STAGES = [
+    ("save_weights", 2, "after"),  # weights of step 8 written, its train state not yet
+    ("fsync", 7, "after"),  # step 8's temporary directory complete, not yet renamed
+    ("link_or_copy", 3, "before"),  # step 4 in place and linked, best not yet marked
+    ("link_or_copy", 4, "before"),  # step 8 in place, top-level files still at step 4
+    ("link_or_copy", 5, "before"),  # top-level weights at step 8, train state still at step 4
     ("remove_directory", 1, "before"),  # step 12 saved, step 4 not yet pruned
-    ("shutil_rmtree_of_pruned", 1, "during"),  # pruning half done (see below)
+    ("rmtree_old", 1, "before"),  # step 4 renamed away for pruning, not yet deleted
 ]
 
 
@@ -127,8 +138,6 @@ def test_a_kill_inside_a_checkpoint_write_loses_nothing(
     corpus, uninterrupted, tmp_path, function, call, when
 ):
     run_dir = tmp_path / "run"
-    if function == "shutil_rmtree_of_pruned":
-        function, call, when = "remove_directory", 1, "after"  # kill right after the prune
     killed = subprocess.run(
         [
             sys.executable,

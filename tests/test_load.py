@@ -62,4 +62,5 @@ def test_a_100k_line_file_translates_in_order_in_constant_memory(toy_run, tmp_pa
     sample.write_text("".join(lines[i] + "\n" for i in picked))
     translate_peak_kib(toy_run, sample, tmp_path / "sample.out")
     assert (tmp_path / "sample.out").read_text().split("\n")[:-1] == [outputs[i] for i in picked]
-    assert large_peak < 1.15 * small_peak, (small_peak, large_peak)
+    # streaming: 90,000 more lines may not cost memory (holding them would take > 40 MB)
+    assert large_peak - small_peak < 20 * 1024, (small_peak, large_peak)
