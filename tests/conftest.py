@@ -34,7 +34,8 @@ def toy_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def toy_run(toy_corpus, tmp_path_factory):
-    """A run directory with a tiny model trained for 60 steps on the toy task."""
+    """A run directory with a tiny model trained for 200 steps on the toy task (enough that
+    its translations are not empty)."""
     from helpers import run_command
     from toy import toy_overrides
 
@@ -42,7 +43,7 @@ def toy_run(toy_corpus, tmp_path_factory):
     result = run_command(
         "seq2seq-train",
         *toy_overrides(
-            toy_corpus, run_dir, train__max_steps=60, train__validate_every=30, decode__max_len_b=12
+            toy_corpus, run_dir, train__max_steps=200, train__validate_every=100, decode__max_len_b=12
         ),
     )
     assert result.returncode == 0, result.stderr[-2000:]

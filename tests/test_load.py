@@ -53,9 +53,10 @@ def test_a_100k_line_file_translates_in_order_in_constant_memory(toy_run, tmp_pa
     large_peak = translate_peak_kib(toy_run, large, tmp_path / "100k.out")
     outputs = (tmp_path / "100k.out").read_text().split("\n")
     assert outputs[-1] == "" and len(outputs) - 1 == 100_000  # every line, newline-terminated
-    assert [i for i, line in enumerate(lines) if not line] == [
-        i for i, line in enumerate(outputs[:-1]) if not line
-    ]  # empty inputs stay empty, in place
+    empty_inputs = [i for i, line in enumerate(lines) if not line]
+    assert empty_inputs and all(outputs[i] == "" for i in empty_inputs)  # in place
+    translated = sum(1 for i, line in enumerate(lines) if line and outputs[i])
+    assert translated > 0.9 * (len(lines) - len(empty_inputs))  # the model does translate
     # the same lines translated alone give the same outputs: order is kept
     sample = tmp_path / "sample.txt"
     picked = random.Random(0).sample(range(100_000), 20)
