@@ -87,11 +87,26 @@ def check_overrides(overrides: list[str]) -> None:
         GlobalHydra.instance().clear()
 
 
+# Hydra flags whose next argument is their value, not an override
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i"}
+HYDRA_FLAGS_UNCHECKED = {
+    *("-m", "--multirun", "-sc", "--shell-completion"),
+    *("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"),
+}
+
+
 def command_line_overrides(argv: list[str]) -> list[str] | None:
-    """The key=value overrides, or None when Hydra flags (--cfg, --help, -m) are present."""
-    if any(arg.startswith("-") for arg in argv):
+    """The key=value overrides to check, or None when they cannot be composed alone (multirun
+    sweeps, shell completion, another config). `--cfg job` and `--help` keep the check."""
+    if any(arg.split("=")[0] in HYDRA_FLAGS_UNCHECKED for arg in argv):
         return None
-    return list(argv)
+    overrides, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("-"):
+            skip = arg in HYDRA_FLAGS_WITH_VALUE
+            continue
+        overrides.append(arg)
+    return overrides
 
 
 # --------------------------------------------------------------------------- running jobs
@@ -99,7 +114,7 @@ def command_line_overrides(argv: list[str]) -> list[str] | None:
 
 def setup_logging(run_dir: Path | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if run_dir is not None:
+    if run_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(run_dir / "train.log"))
     for handler in handlers:
@@ -352,11 +367,12 @@ def open_input_file(path: Path):
 
 
 def format_translation(index: int, translation, nbest: int) -> str:
-    """One line, or with decode.nbest > 1 one TSV line per hypothesis:
-    input index, rank, score, text."""
+    """One line, or with decode.nbest > 1 exactly `nbest` TSV lines: input index (from 0),
+    rank (from 1), score (length-normalised log-probability, nan for an empty input), text."""
     if nbest == 1:
         return translation.text + "\n"
-    rows = translation.nbest or [(float("nan"), "")]
+    missing = nbest - len(translation.nbest)  # an empty input line has no hypotheses
+    rows = translation.nbest + [(float("nan"), "")] * max(missing, 0)
     return "".join(
         f"{index}\t{rank}\t{score:.4f}\t{text}\n"
         for rank, (score, text) in enumerate(rows, start=1)

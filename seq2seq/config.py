@@ -51,6 +51,7 @@ class ModelConfig:
     heads: int = 8  # attention heads; must divide d_model
     encoder_layers: int = 6
     decoder_layers: int = 6
+    layers: int = 0  # shorthand: when > 0, sets encoder_layers and decoder_layers (then 0)
     ffn_dim: int = 2048  # inner size of the position-wise feed-forward block
     dropout: float = 0.1  # on embeddings and on every sublayer's output
     attention_dropout: float = 0.0  # on attention probabilities
@@ -70,6 +71,9 @@ class ModelConfig:
         self.norm = NormPlacement(self.norm)
         self.positions = Positions(self.positions)
         self.tie_embeddings = TieEmbeddings(self.tie_embeddings)
+        if self.layers:
+            self.encoder_layers = self.decoder_layers = self.layers
+            self.layers = 0
         self.validate()
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import itertools
 import json
 import logging
@@ -477,7 +478,7 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        window = {"tokens": 0, "start": time.monotonic()}
+        window = {"tokens": 0, "start": time.monotonic(), "step": self.step}
         with self.stop_on_signals():
             while not self.should_stop():
                 step_batches = list(itertools.islice(batches, self.cfg.train.accumulate))
@@ -537,15 +538,28 @@ class Trainer:
             "tokens_per_s": round(window["tokens"] / max(seconds, 1e-9)),
             "elapsed_s": round(self.elapsed_now(), 1),
         }
+        left = self.seconds_left(seconds / max(self.step - window["step"], 1))
+        eta = "?" if left is None else str(datetime.timedelta(seconds=round(left)))
         progress.set_postfix(
-            loss=record["loss"], lr=f"{record['lr']:.2e}", tok_s=record["tokens_per_s"]
+            loss=record["loss"], lr=f"{record['lr']:.2e}", tok_s=record["tokens_per_s"], eta=eta
         )
         log.info(
-            "step %(step)d  loss %(loss).3f  nll %(nll).3f  lr %(lr).2e  %(tokens_per_s)d tok/s",
-            record,
+            "step %(step)d  loss %(loss).3f  nll %(nll).3f  lr %(lr).2e  %(tokens_per_s)d tok/s"
+            "  eta %(eta)s",
+            {**record, "eta": eta},
         )
         self.write_metrics({"kind": "train", **record})
-        window.update(tokens=0, start=time.monotonic())
+        window.update(tokens=0, start=time.monotonic(), step=self.step)
+
+    def seconds_left(self, seconds_per_step: float) -> float | None:
+        """Until train.max_steps or train.max_minutes stops training, whichever comes first
+        (None without either limit)."""
+        train, limits = self.cfg.train, []
+        if train.max_steps:
+            limits.append((train.max_steps - self.step) * seconds_per_step)
+        if train.max_minutes:
+            limits.append(60 * train.max_minutes - self.elapsed_now())
+        return max(min(limits), 0.0) if limits else None
 
     def validate_and_save(self) -> None:
         is_best = False

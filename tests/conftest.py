@@ -43,7 +43,11 @@ def toy_run(toy_corpus, tmp_path_factory):
     result = run_command(
         "seq2seq-train",
         *toy_overrides(
-            toy_corpus, run_dir, train__max_steps=200, train__validate_every=100, decode__max_len_b=12
+            toy_corpus,
+            run_dir,
+            train__max_steps=200,
+            train__validate_every=100,
+            decode__max_len_b=12,
         ),
     )
     assert result.returncode == 0, result.stderr[-2000:]

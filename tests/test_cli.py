@@ -87,3 +87,12 @@ def test_key_value_commands_print_their_usage_on_help(command):
     assert result.returncode == 0
     assert result.stdout.startswith(f"usage: {command} ")
     assert all(key in result.stdout for key in KEY_VALUE_COMMANDS[command])
+
+
+def test_cfg_job_with_a_misspelled_key_is_still_a_one_line_error():
+    result = run("seq2seq-train", "recipe=multi30k_en_de", "model.dmodel=3", "--cfg", "job")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: unknown config key 'model.dmodel'; did you mean model.d_model or "
+        "model.decoder_layers or model.pad_id?"
+    )

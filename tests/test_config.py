@@ -100,3 +100,10 @@ def test_recipe_picks_its_model_and_the_command_line_wins():
         compose_recipe("wmt14_en_de", ["optim.lr=7e-4", "train.max_steps=2000"]).train.max_steps
         == 2000
     )
+
+
+def test_model_layers_sets_both_stacks():
+    model = compose_recipe("wmt14_en_de", ["model.layers=4"]).model
+    assert (model.encoder_layers, model.decoder_layers, model.layers) == (4, 4, 0)
+    unchanged = compose_recipe("wmt14_en_de").model
+    assert (unchanged.encoder_layers, unchanged.decoder_layers) == (6, 6)

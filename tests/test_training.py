@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -107,6 +108,13 @@ def test_training_learns_the_toy_task(finished_run):
     valid = metrics(finished_run, "valid")
     assert [v["step"] for v in valid] == [10, 20, 30]
     assert all("bleu" in v and "valid_ppl" in v for v in valid)
+
+
+def test_the_log_shows_the_time_left(finished_run):
+    log = (finished_run / "train.log").read_text().splitlines()
+    steps = [line for line in log if " INFO step " in line]
+    assert len(steps) == 30 and all(re.search(r" eta \d+:\d\d:\d\d$", line) for line in steps)
+    assert steps[-1].endswith(" eta 0:00:00")  # train.max_steps reached
 
 
 def test_results_hold_test_scores_with_signatures(finished_run):

@@ -71,20 +71,14 @@ def test_nbest_writes_ranked_tsv_lines(toy_run):
         "decode.strategy=beam",
         "decode.beam=4",
         "decode.nbest=3",
-        stdin="red dog runs\nthe big cat\n",
+        stdin="red dog runs\n\nthe big cat\n",
     )
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines()]
-    assert [(r[0], r[1]) for r in rows] == [
-        ("0", "1"),
-        ("0", "2"),
-        ("0", "3"),
-        ("1", "1"),
-        ("1", "2"),
-        ("1", "3"),
-    ]
+    assert [(r[0], r[1]) for r in rows] == [(str(i), str(r)) for i in range(3) for r in (1, 2, 3)]
     scores = [float(r[2]) for r in rows[:3]]
     assert scores == sorted(scores, reverse=True)
+    assert [r[2:] for r in rows[3:6]] == [["nan", ""]] * 3  # an empty line: 3 empty rows
 
 
 def test_decoding_options_can_be_overridden_in_python(toy_run):
