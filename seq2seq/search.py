@@ -56,7 +56,7 @@ def max_output_lengths(src_pad_mask: Tensor, cfg: DecodeConfig, max_positions: i
 
 def constrain(logits: Tensor, step: int, at_limit: Tensor, cfg: DecodeConfig) -> Tensor:
     """Forbid pad/bos always, eos before min_len, and everything but eos at the length limit.
-    logits: (rows, vocab), modified in place; at_limit: (rows,) bool."""
+    logits: (rows, vocab) scores or log-probabilities, modified in place; at_limit: (rows,)."""
     logits[:, PAD_ID] = float("-inf")
     logits[:, BOS_ID] = float("-inf")
     eos = logits[:, EOS_ID].clone()
@@ -86,20 +86,17 @@ def start(model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConf
     return cache, max_output_lengths(src_pad_mask, cfg, model.cfg.max_positions)
 
 
-def next_logits(
+def next_log_probs(
     model: Transformer, tokens: Tensor, cache, step: int, at_limit: Tensor, cfg: DecodeConfig
-) -> tuple[Tensor, Tensor]:
-    """Constrained logits (rows, vocab) for the token after `tokens[:, -1]`, and the log
-    normaliser (rows, 1) of the model's distribution: log p(token) = logits - lse.
-
-    Searches pick tokens on the logits (same order as log-probabilities) and subtract `lse`
-    only from the few they keep: no full log_softmax pass over the vocabulary.
-    """
-    logits = model.decode_step(tokens[:, -1], cache).float()
-    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-    constrain(logits, step, at_limit, cfg)
-    ban_repeated_ngrams(logits, tokens, cfg.no_repeat_ngram)
-    return logits, lse
+) -> Tensor:
+    """log p(token | source, prefix) (rows, vocab) for the position after `tokens[:, -1]`,
+    forbidden tokens at -inf (`constrain`, `ban_repeated_ngrams`). One fused log_softmax pass:
+    on CPU it costs less than a logsumexp alone."""
+    logits = model.decode_step(tokens[:, -1], cache)
+    log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+    constrain(log_probs, step, at_limit, cfg)
+    ban_repeated_ngrams(log_probs, tokens, cfg.no_repeat_ngram)
+    return log_probs
 
 
 # --------------------------------------------------------------------------- one path per input
@@ -113,7 +110,7 @@ def single_path_search(
     cfg: DecodeConfig,
     choose: Callable[[Tensor], Tensor],
 ) -> list[list[Hypothesis]]:
-    """Extend one hypothesis per sentence with `choose(logits) -> tokens` until eos."""
+    """Extend one hypothesis per sentence with `choose(log_probs) -> tokens` until eos."""
     batch, device = src.shape[0], src.device
     cache, max_lengths = start(model, src, src_pad_mask, cfg)
     steps = int(max_lengths.max()) + 1  # + 1 for eos
@@ -123,10 +120,10 @@ def single_path_search(
     tokens = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
     for step in range(steps):
         at_limit = step >= max_lengths[active]
-        logits, lse = next_logits(model, tokens, cache, step, at_limit, cfg)
-        chosen = choose(logits)
+        log_probs = next_log_probs(model, tokens, cache, step, at_limit, cfg)
+        chosen = choose(log_probs)
         output[active, step] = chosen
-        token_scores[active, step] = (logits.gather(1, chosen[:, None]) - lse).squeeze(1)
+        token_scores[active, step] = log_probs.gather(1, chosen[:, None]).squeeze(1)
         tokens = torch.cat([tokens, chosen[:, None]], dim=1)
         unfinished = chosen != EOS_ID
         if not unfinished.any():
@@ -163,8 +160,8 @@ def sample_search(
     reproducible from decode.seed."""
     generator = torch.Generator(device=src.device).manual_seed(cfg.seed)
 
-    def draw(logits: Tensor) -> Tensor:  # softmax(logits / T): logits and log-probs agree
-        filtered = filter_distribution(logits / cfg.temperature, cfg.top_k, cfg.top_p)
+    def draw(log_probs: Tensor) -> Tensor:  # softmax(log_probs / T) = softmax(logits / T)
+        filtered = filter_distribution(log_probs / cfg.temperature, cfg.top_k, cfg.top_p)
         return torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
     return single_path_search(model, src, src_pad_mask, cfg, draw)
@@ -205,11 +202,11 @@ def beam_search(
     for step in range(int(max_lengths.max()) + 1):
         active = len(sentences)
         at_limit = (step >= max_lengths[sentences]).repeat_interleave(beam)
-        logits, lse = next_logits(model, tokens, cache, step, at_limit, cfg)
+        log_probs = next_log_probs(model, tokens, cache, step, at_limit, cfg)
         # a sentence's best 2 * beam continuations are among each beam's best 2 * beam tokens
-        k = min(2 * beam, logits.shape[-1])
-        top_logits, top_tokens = logits.topk(k, dim=1)  # (active * beam, k)
-        candidates = (scores.view(-1, 1) + (top_logits - lse)).view(active, beam * k)
+        k = min(2 * beam, log_probs.shape[-1])
+        top_log_probs, top_tokens = log_probs.topk(k, dim=1)  # (active * beam, k)
+        candidates = (scores.view(-1, 1) + top_log_probs).view(active, beam * k)
         cand_scores, cand_ids = candidates.topk(2 * beam, dim=1)  # (active, 2 * beam)
         cand_beams = cand_ids // k
         cand_tokens = top_tokens.view(active, beam * k).gather(1, cand_ids)

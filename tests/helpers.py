@@ -100,3 +100,13 @@ RECIPES = [
     "wmt14_en_de_big",
     "wmt16_en_ro",
 ]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """Exit status 2, no traceback, exactly one `error: ...` line, and it holds `message`."""
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert result.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-2000:]
+    assert message in errors[0], errors[0]

@@ -12,19 +12,10 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from helpers import run_command, tiny_model
+from helpers import assert_one_line_error, run_command, tiny_model
 from toy import toy_overrides, write_toy_corpus
 
 pytestmark = pytest.mark.slow
-
-
-def assert_one_line_error(result, message: str) -> None:
-    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
-    assert result.returncode == 2, stderr[-2000:]
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, stderr[-2000:]
-    assert message in errors[0], errors[0]
 
 
 def corpus_with(tmp_path: Path, en: bytes, de: bytes) -> Path:

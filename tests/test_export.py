@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+import sentencepiece as spm
 import torch
 from helpers import installed_script, pad_to, random_tokens, read_gz_lines, run_command, tiny_model
 from toy import toy_overrides, write_toy_corpus
@@ -142,3 +143,31 @@ def test_ctranslate2_export_with_an_unknown_quantization_is_one_line(toy_run, tm
     )
     assert result.returncode == 2
     assert "unknown quantization=int3" in result.stderr
+
+
+def test_ctranslate2_int8_export_is_smaller_and_translates_like_float32(
+    multi30k, multi30k_run, tmp_path
+):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    sentences = read_gz_lines(multi30k / "test_2016_flickr.en.gz", limit=200)
+    outputs, sizes = {}, {}
+    for quantization in ("float32", "int8"):
+        out = tmp_path / quantization
+        result = run_command(
+            "seq2seq-export",
+            f"run={multi30k_run}",
+            "to=ct2",
+            f"out={out}",
+            f"quantization={quantization}",
+        )
+        assert result.returncode == 0, result.stderr
+        sizes[quantization] = (out / "model.bin").stat().st_size
+        source = spm.SentencePieceProcessor(model_file=str(out / "src.spm.model"))
+        engine = ctranslate2.Translator(str(out), device="cpu", intra_threads=1)
+        found = engine.translate_batch(
+            [source.encode(s.strip(), out_type=str) for s in sentences], beam_size=1
+        )
+        outputs[quantization] = [r.hypotheses[0] for r in found]
+    assert sizes["int8"] < 0.5 * sizes["float32"]  # the weights really are 8-bit
+    same = sum(a == b for a, b in zip(outputs["int8"], outputs["float32"], strict=True))
+    assert same >= 0.8 * len(sentences), f"{same} of {len(sentences)} identical"

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import run_command
+from helpers import assert_one_line_error, run_command
 
 from seq2seq.config import DecodeConfig
 from seq2seq.translate import Translator
@@ -94,14 +94,14 @@ def test_decoding_options_can_be_overridden_in_python(toy_run):
         (["decode.beam=x"], "", "decode.beam"),
         (["outptu=x"], "", "did you mean output?"),
         ([], b"fine\n\xff\xfe bad\n", "standard input: invalid UTF-8 on line 2"),
+        (["input=/nonexistent/input.txt"], "", "input file not found: /nonexistent/input.txt"),
+        (["input=/"], "", "input / is a directory, not a file"),
+        (["output=/nonexistent/out.txt"], "red\n", "directory /nonexistent does not exist"),
     ],
 )
 def test_translate_mistakes_are_one_line_errors(toy_run, args, stdin, message):
     result = run("seq2seq-translate", f"run={toy_run}", *args, stdin=stdin)
-    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
-    assert result.returncode == 2
-    assert message in stderr
-    assert "Traceback" not in stderr
+    assert_one_line_error(result, message)
 
 
 def test_missing_run_directory(tmp_path):
@@ -171,17 +171,19 @@ def test_evaluate_source_and_reference_files(toy_run, toy_corpus, tmp_path):
     [
         (["a", "b", "c"], None, "has 2 lines but"),
         (None, b"a\n\xff\n", "invalid UTF-8 on line 2"),
+        ("missing", None, "file not found: "),
+        ("directory", None, "is a directory, not a file"),
     ],
 )
 def test_evaluate_mistakes_are_one_line_errors(tmp_path, ref_lines, ref_bytes, message):
     hyp = tmp_path / "hyp.txt"
     hyp.write_text("a\nb\n")
     ref = tmp_path / "ref.txt"
-    if ref_lines is not None:
+    if ref_lines == "directory":
+        ref.mkdir()
+    elif isinstance(ref_lines, list):
         ref.write_text("\n".join(ref_lines) + "\n")
-    else:
+    elif ref_bytes is not None:
         ref.write_bytes(ref_bytes)
     result = run("seq2seq-evaluate", f"hyp={hyp}", f"ref={ref}")
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, message)
