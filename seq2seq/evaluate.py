@@ -164,4 +164,9 @@ def sacrebleu_test_set(testset: str, langpair: str) -> tuple[list[str], list[str
     except Exception as error:  # unknown set, unknown pair, no network: sacreBLEU's message
         message = " ".join(str(error).split()) or type(error).__name__
         raise UserError(f"cannot get sacreBLEU test set {testset} {langpair}: {message}") from None
+    except SystemExit:  # sacreBLEU exits on a bad checksum or an SSL error, after logging why
+        raise UserError(
+            f"cannot get sacreBLEU test set {testset} {langpair}: sacreBLEU could not download "
+            "or verify it (its message is above)"
+        ) from None
     return read_text_lines(Path(source)), read_text_lines(Path(references[0]))

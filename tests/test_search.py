@@ -261,3 +261,29 @@ def test_filter_distribution_keeps_top_k_and_nucleus():
     assert torch.isinf(kept_p).tolist() == [[False, False, True, True]]
     kept_tiny = filter_distribution(logits, top_k=0, top_p=0.01)
     assert torch.isinf(kept_tiny).tolist() == [[False, True, True, True]]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_max_len_is_capped_by_the_models_positions(strategy):
+    model = ScriptedModel(lambda sentence, prefix: {A: 0.5, B: 0.5}, max_positions=5)
+    src = torch.full((1, 3), 7)
+    cfg = DecodeConfig(strategy=strategy, beam=2, max_len_a=0.0, max_len_b=100)
+    [[best]] = search(model, src, src == PAD_ID, cfg)
+    assert len(best.tokens) == 4  # bos + 4 tokens fill the 5 positions; then eos is forced
+    assert best.token_scores[-1] == pytest.approx(math.log(RARE), rel=1e-3)
+
+
+def test_sampling_temperature_sharpens_or_keeps_the_distribution():
+    def a_or_b(sentence, prefix):
+        return {A: 0.6, B: 0.4} if not prefix else {EOS_ID: 1.0}
+
+    model = ScriptedModel(a_or_b)
+    src = torch.full((400, 3), 7)
+
+    def first_tokens(temperature: float) -> list[int]:
+        cfg = DecodeConfig(strategy="sample", temperature=temperature, seed=1)
+        return [h[0].tokens[0] for h in search(model, src, src == PAD_ID, cfg)]
+
+    assert set(first_tokens(0.05)) == {A}  # (0.6 / 0.4) ** 20: B is practically never drawn
+    share_of_a = first_tokens(1.0).count(A) / 400
+    assert 0.52 < share_of_a < 0.68  # the model's own 0.6

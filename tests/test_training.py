@@ -264,3 +264,35 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(co
     )
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4)
+
+
+def test_early_stopping_after_patience_validations_without_improvement(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    result = seq2seq_train(
+        *toy_overrides(
+            corpus,
+            run_dir,
+            optim__lr=1e-9,  # nothing is learnt, so validation BLEU never improves
+            train__max_steps=40,
+            train__validate_every=2,
+            train__patience=2,
+            train__stop_metric="bleu",
+            train__test_at_end=False,
+        )
+    )
+    assert [v["step"] for v in metrics(run_dir, "valid")] == [2, 4, 6]
+    assert (
+        "stopped: no improvement in 2 validations at step 6; best validation at step 2"
+        in result.stderr
+    )
+
+
+def test_bf16_autocast_training_learns_and_saves_float32_weights(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    seq2seq_train(
+        *toy_overrides(corpus, run_dir, train__precision="bf16", train__max_steps=30, **QUICK)
+    )
+    train = metrics(run_dir, "train")
+    assert train[-1]["loss"] < 0.8 * train[0]["loss"]
+    saved = weights(run_dir / checkpoint.WEIGHTS)
+    assert {t.dtype for t in saved.values()} == {torch.float32}

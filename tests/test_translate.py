@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, run_command
+from helpers import assert_one_line_error, installed_script, run_command
 
 from seq2seq.config import DecodeConfig
 from seq2seq.translate import Translator
@@ -187,3 +189,64 @@ def test_evaluate_mistakes_are_one_line_errors(tmp_path, ref_lines, ref_bytes, m
         ref.write_bytes(ref_bytes)
     result = run("seq2seq-evaluate", f"hyp={hyp}", f"ref={ref}")
     assert_one_line_error(result, message)
+
+
+def sacrebleu_cache_with_local_wmt14(root: Path, sources: list[str], refs: list[str]) -> None:
+    """What sacreBLEU's download leaves in $SACREBLEU for wmt14 en-de: the tarball (here a
+    stand-in, so nothing is downloaded) and its extracted SGML files (here our lines)."""
+    from sacrebleu.dataset import DATASETS
+
+    dataset = DATASETS["wmt14"]
+    raw = root / "wmt14" / "raw"
+    raw.mkdir(parents=True)
+    for url in dataset.data:
+        (raw / dataset._get_tarball_filename(url)).write_bytes(b"stand-in")
+    for relative, lines in zip(dataset.langpairs["en-de"], (sources, refs), strict=True):
+        segments = [f'<seg id="{i}">{line}</seg>' for i, line in enumerate(lines, start=1)]
+        (raw / relative).parent.mkdir(parents=True, exist_ok=True)
+        (raw / relative).write_text('<doc docid="d" genre="news">\n' + "\n".join(segments) + "\n")
+
+
+def test_evaluate_a_sacrebleu_test_set_from_its_cache(toy_run, toy_corpus, tmp_path):
+    sources = (toy_corpus / "test.en").read_text().splitlines()
+    refs = (toy_corpus / "test.de").read_text().splitlines()
+    sacrebleu_cache_with_local_wmt14(tmp_path / "sacrebleu", sources, refs)
+    env = {**os.environ, "SACREBLEU": str(tmp_path / "sacrebleu")}
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            installed_script("seq2seq-evaluate"),
+            f"run={toy_run}",
+            "testset=wmt14",
+            "langpair=en-de",
+            f"out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("BLEU = ")
+    (entry,) = json.loads((out / "results.json").read_text()).values()
+    assert entry["sentences"] == len(sources)
+    split = run("seq2seq-evaluate", f"run={toy_run}", "split=test", f"out={tmp_path}/split")
+    assert result.stdout.split("\n")[0] == split.stdout.split("\n")[0]  # the same lines, scored
+
+
+def test_an_unreachable_sacrebleu_test_set_is_one_line(toy_run, tmp_path):
+    env = {**os.environ, "SACREBLEU": str(tmp_path / "empty")}
+    for testset, message in (("wmt99", "No such test set wmt99"), ("wmt14", "cannot get")):
+        result = subprocess.run(
+            [
+                installed_script("seq2seq-evaluate"),
+                f"run={toy_run}",
+                f"testset={testset}",
+                "langpair=en-de",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert_one_line_error(result, message)
