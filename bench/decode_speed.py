@@ -5,7 +5,8 @@ translate Multi30k test_2016_flickr with beam 5, length penalty 1.0 and early st
 sentence ends when it has 5 finished hypotheses: the rule of both), in the same length-sorted
 batches of 64 sentences and, on a subset, one sentence at a time. The systems alternate in one
 process, so machine noise hits both. Reports sentences/s, target tokens/s and BLEU (sacreBLEU)
-of each. Needs `pip install transformers`.
+of each, and each system's peak memory (measured in a fresh process per system). Needs
+`pip install transformers` (and `ctranslate2` for --ct2).
 
     python bench/decode_speed.py --run <run dir> --multi30k ../shared/data/multi30k
 """
@@ -18,6 +19,8 @@ import json
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +113,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="best")
     parser.add_argument("--ct2", action="store_true", help="also CTranslate2 float32 and int8")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/s2s-decode-bench"))
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # one system, for its peak RSS
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -130,6 +134,10 @@ def main() -> None:
         for quantization in ("float32", "int8"):
             engine = ct2_translator(translator, quantization, args.workdir, args.threads)
             systems[f"ct2_{quantization}"] = lambda b, e=engine: ct2(e, translator, sources, b, cfg)
+    if args.only:  # a fresh process translating once with one system: its own peak memory
+        timed(systems[args.only], batches_of(order, 64))
+        print(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        return
     results: dict = {
         "machine": platform.machine(),
         "threads": args.threads,
@@ -172,8 +180,17 @@ def main() -> None:
         report["identical_outputs_seq2seq_vs_hf"] = f"{same}/{count}"
         results[label] = report
         print(label, json.dumps(report), flush=True)
-    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    results["peak_rss_mb"] = {name: peak_rss_mb(name) for name in systems}
     print(json.dumps(results, indent=2))
+
+
+def peak_rss_mb(system: str) -> int:
+    """Peak resident memory of a process that loads the model and translates the test set at
+    batch 64 with `system` alone (every system's process loads the same model and data)."""
+    command = [sys.executable, *sys.argv, "--only", system]
+    return int(
+        subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1]
+    )
 
 
 if __name__ == "__main__":

@@ -169,11 +169,12 @@ class Transformer(nn.Module):
         layers = [LayerCache(*layer.cross_attn.project_kv(memory)) for layer in self.decoder.layers]
         return DecoderCache(layers, padding_to_attention_mask(src_pad_mask))
 
-    def decode_step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
+    def decode_step(self, tokens: Tensor, cache: DecoderCache, project: bool = True) -> Tensor:
         """Consume the newest target token of each row, (batch,) ids; return (batch, tgt_vocab)
-        logits for the next position. Appends this position's keys/values to `cache`."""
-        hidden = self.decoder(tokens[:, None], None, None, cache)  # (batch, 1, d_model)
-        return self.output_projection(hidden[:, 0])
+        logits for the next position, or with `project=False` the decoder state (batch,
+        d_model) before the output projection. Appends this position's keys/values to `cache`."""
+        hidden = self.decoder(tokens[:, None], None, None, cache)[:, 0]  # (batch, d_model)
+        return self.output_projection(hidden) if project else hidden
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -86,17 +86,48 @@ def start(model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConf
     return cache, max_output_lengths(src_pad_mask, cfg, model.cfg.max_positions)
 
 
-def next_log_probs(
+@dataclass
+class NextToken:
+    """The model's distribution over the next token of each row."""
+
+    log_probs: Tensor  # (rows, vocab) float32, forbidden tokens at -inf
+    logits: Tensor  # (rows, vocab) in the output layer's dtype
+    hidden: Tensor  # (rows, d_model) the decoder state the logits came from
+    output_layer: torch.nn.Module  # hidden -> logits (its weight: (vocab, d_model))
+
+    def top(self, k: int) -> tuple[Tensor, Tensor]:
+        """The k most probable tokens of each row (rows, k) and their log-probabilities.
+
+        Under bf16/fp16 autocast the logits come out of the output layer rounded to 8 (or 11)
+        bits: at a logit of 16 a bf16 step is 0.125, enough to reorder close hypotheses. The
+        k chosen tokens are then re-scored exactly: their float32 logits z' replace the
+        rounded ones z, and the normaliser is corrected with the same differences,
+        log p'(t) = log p(t) + d_t - log(1 + sum_k p(k) (exp(d_k) - 1)),  d = z' - z.
+        The other tokens keep their rounded logits (they only enter through the normaliser).
+        """
+        top_log_probs, top_tokens = self.log_probs.topk(k, dim=1)
+        if self.logits.dtype == torch.float32:
+            return top_log_probs, top_tokens
+        weights = self.output_layer.weight.float()[top_tokens]  # (rows, k, d_model)
+        exact = torch.bmm(weights, self.hidden.float()[:, :, None]).squeeze(2)  # (rows, k)
+        shift = exact - self.logits.gather(1, top_tokens).float()
+        shift = shift.masked_fill(top_log_probs == float("-inf"), 0.0)  # forbidden stay so
+        correction = torch.log1p((top_log_probs.exp() * shift.expm1()).sum(1, keepdim=True))
+        return top_log_probs + shift - correction, top_tokens
+
+
+def next_token(
     model: Transformer, tokens: Tensor, cache, step: int, at_limit: Tensor, cfg: DecodeConfig
-) -> Tensor:
-    """log p(token | source, prefix) (rows, vocab) for the position after `tokens[:, -1]`,
-    forbidden tokens at -inf (`constrain`, `ban_repeated_ngrams`). One fused log_softmax pass:
-    on CPU it costs less than a logsumexp alone."""
-    logits = model.decode_step(tokens[:, -1], cache)
+) -> NextToken:
+    """log p(token | source, prefix) for the position after `tokens[:, -1]`, forbidden tokens
+    at -inf (`constrain`, `ban_repeated_ngrams`). One fused log_softmax pass: on CPU it costs
+    less than a logsumexp alone."""
+    hidden = model.decode_step(tokens[:, -1], cache, project=False)
+    logits = model.output_projection(hidden)
     log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
     constrain(log_probs, step, at_limit, cfg)
     ban_repeated_ngrams(log_probs, tokens, cfg.no_repeat_ngram)
-    return log_probs
+    return NextToken(log_probs, logits, hidden, model.output_projection)
 
 
 # --------------------------------------------------------------------------- one path per input
@@ -108,9 +139,10 @@ def single_path_search(
     src: Tensor,
     src_pad_mask: Tensor,
     cfg: DecodeConfig,
-    choose: Callable[[Tensor], Tensor],
+    choose: Callable[[NextToken], tuple[Tensor, Tensor]],
 ) -> list[list[Hypothesis]]:
-    """Extend one hypothesis per sentence with `choose(log_probs) -> tokens` until eos."""
+    """Extend one hypothesis per sentence with `choose(prediction) -> (tokens, log-probs)`
+    until eos."""
     batch, device = src.shape[0], src.device
     cache, max_lengths = start(model, src, src_pad_mask, cfg)
     steps = int(max_lengths.max()) + 1  # + 1 for eos
@@ -120,10 +152,9 @@ def single_path_search(
     tokens = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
     for step in range(steps):
         at_limit = step >= max_lengths[active]
-        log_probs = next_log_probs(model, tokens, cache, step, at_limit, cfg)
-        chosen = choose(log_probs)
+        chosen, chosen_log_probs = choose(next_token(model, tokens, cache, step, at_limit, cfg))
         output[active, step] = chosen
-        token_scores[active, step] = log_probs.gather(1, chosen[:, None]).squeeze(1)
+        token_scores[active, step] = chosen_log_probs
         tokens = torch.cat([tokens, chosen[:, None]], dim=1)
         unfinished = chosen != EOS_ID
         if not unfinished.any():
@@ -150,7 +181,14 @@ def greedy_search(
     model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """The most probable token at every step."""
-    return single_path_search(model, src, src_pad_mask, cfg, lambda z: z.argmax(dim=-1))
+
+    def best(prediction: NextToken) -> tuple[Tensor, Tensor]:
+        two = min(2, prediction.log_probs.shape[1])
+        log_probs, tokens = prediction.top(two)  # the best two re-scored exactly under bf16
+        best_log_prob, pick = log_probs.max(dim=1, keepdim=True)
+        return tokens.gather(1, pick).squeeze(1), best_log_prob.squeeze(1)
+
+    return single_path_search(model, src, src_pad_mask, cfg, best)
 
 
 def sample_search(
@@ -160,9 +198,11 @@ def sample_search(
     reproducible from decode.seed."""
     generator = torch.Generator(device=src.device).manual_seed(cfg.seed)
 
-    def draw(log_probs: Tensor) -> Tensor:  # softmax(log_probs / T) = softmax(logits / T)
+    def draw(prediction: NextToken) -> tuple[Tensor, Tensor]:
+        log_probs = prediction.log_probs  # softmax(log p / T) = softmax(logits / T)
         filtered = filter_distribution(log_probs / cfg.temperature, cfg.top_k, cfg.top_p)
-        return torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(1)
+        drawn = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator)
+        return drawn.squeeze(1), log_probs.gather(1, drawn).squeeze(1)
 
     return single_path_search(model, src, src_pad_mask, cfg, draw)
 
@@ -202,10 +242,10 @@ def beam_search(
     for step in range(int(max_lengths.max()) + 1):
         active = len(sentences)
         at_limit = (step >= max_lengths[sentences]).repeat_interleave(beam)
-        log_probs = next_log_probs(model, tokens, cache, step, at_limit, cfg)
+        prediction = next_token(model, tokens, cache, step, at_limit, cfg)
         # a sentence's best 2 * beam continuations are among each beam's best 2 * beam tokens
-        k = min(2 * beam, log_probs.shape[-1])
-        top_log_probs, top_tokens = log_probs.topk(k, dim=1)  # (active * beam, k)
+        k = min(2 * beam, prediction.log_probs.shape[-1])
+        top_log_probs, top_tokens = prediction.top(k)  # (active * beam, k)
         candidates = (scores.view(-1, 1) + top_log_probs).view(active, beam * k)
         cand_scores, cand_ids = candidates.topk(2 * beam, dim=1)  # (active, 2 * beam)
         cand_beams = cand_ids // k

@@ -13,6 +13,7 @@ from seq2seq.config import DecodeConfig
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
 from seq2seq.search import (
     Hypothesis,
+    NextToken,
     beam_search,
     filter_distribution,
     greedy_search,
@@ -49,6 +50,7 @@ class ScriptedModel:
         self.script = script
         self.cfg = SimpleNamespace(max_positions=max_positions)
         self.rows_per_step: list[int] = []
+        self.output_projection = torch.nn.Identity()  # decode_step's "hidden" are the logits
 
     def encode(self, src, src_pad_mask):
         return src
@@ -56,15 +58,15 @@ class ScriptedModel:
     def init_cache(self, memory, src_pad_mask):
         return ScriptedCache(memory.shape[0])
 
-    def decode_step(self, tokens, cache):
+    def decode_step(self, tokens, cache, project=True):
         self.rows_per_step.append(len(tokens))
         logits = torch.full((len(tokens), VOCAB), math.log(RARE))
         for row, token in enumerate(tokens.tolist()):
             if token != BOS_ID:
                 cache.prefixes[row].append(token)
             table = self.script(cache.sentences[row], tuple(cache.prefixes[row]))
-            for next_token, probability in table.items():
-                logits[row, next_token] = math.log(probability)
+            for token_id, probability in table.items():
+                logits[row, token_id] = math.log(probability)
         return logits
 
 
@@ -287,3 +289,20 @@ def test_sampling_temperature_sharpens_or_keeps_the_distribution():
     assert set(first_tokens(0.05)) == {A}  # (0.6 / 0.4) ** 20: B is practically never drawn
     share_of_a = first_tokens(1.0).count(A) / 400
     assert 0.52 < share_of_a < 0.68  # the model's own 0.6
+
+
+def test_under_bf16_the_top_candidates_are_rescored_in_float32():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 100, bias=False)
+    hidden = torch.randn(4, 32) * 4  # logits of about 20: bf16 steps of 0.125
+    with torch.no_grad():
+        exact = torch.log_softmax(layer(hidden), dim=-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = layer(hidden)
+        assert logits.dtype == torch.bfloat16
+        log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+        rescored, tokens = NextToken(log_probs, logits, hidden, layer).top(5)
+    rounded_error = (log_probs.gather(1, tokens) - exact.gather(1, tokens)).abs().max()
+    rescored_error = (rescored - exact.gather(1, tokens)).abs().max()
+    assert rounded_error > 0.02, rounded_error
+    assert rescored_error < 0.002, rescored_error
