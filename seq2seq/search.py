@@ -109,7 +109,8 @@ class NextToken:
         if self.logits.dtype == torch.float32:
             return top_log_probs, top_tokens
         weights = self.output_layer.weight.float()[top_tokens]  # (rows, k, d_model)
-        exact = torch.bmm(weights, self.hidden.float()[:, :, None]).squeeze(2)  # (rows, k)
+        # elementwise, not a matmul: autocast leaves it in float32
+        exact = (weights * self.hidden.float()[:, None, :]).sum(dim=2)  # (rows, k)
         shift = exact - self.logits.gather(1, top_tokens).float()
         shift = shift.masked_fill(top_log_probs == float("-inf"), 0.0)  # forbidden stay so
         correction = torch.log1p((top_log_probs.exp() * shift.expm1()).sum(1, keepdim=True))

@@ -297,11 +297,11 @@ def test_under_bf16_the_top_candidates_are_rescored_in_float32():
     hidden = torch.randn(4, 32) * 4  # logits of about 20: bf16 steps of 0.125
     with torch.no_grad():
         exact = torch.log_softmax(layer(hidden), dim=-1)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as the search runs it
             logits = layer(hidden)
-        assert logits.dtype == torch.bfloat16
-        log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
-        rescored, tokens = NextToken(log_probs, logits, hidden, layer).top(5)
+            assert logits.dtype == torch.bfloat16
+            log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+            rescored, tokens = NextToken(log_probs, logits, hidden, layer).top(5)
     rounded_error = (log_probs.gather(1, tokens) - exact.gather(1, tokens)).abs().max()
     rescored_error = (rescored - exact.gather(1, tokens)).abs().max()
     assert rounded_error > 0.02, rounded_error
