@@ -8,6 +8,7 @@ detokenise, and return the translations in input order.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ def parse_precision(name: str | Precision, device: torch.device) -> Precision:
     return precision
 
 
+AUTOCAST_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
+
+
 class Translator:
     """A model, its tokenizer and decoding settings, ready to translate text."""
 
@@ -86,10 +90,12 @@ class Translator:
         precision: Precision = Precision.fp32,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.precision = parse_precision(precision, self.device)
+        model = model.to(self.device).eval()
+        low = AUTOCAST_DTYPES.get(self.precision)
+        self.model = model if low is None else low_precision_copy(model, low)
         self.tokenizer = tokenizer
         self.decode = decode
-        self.precision = parse_precision(precision, self.device)
         self.max_source_tokens = model.cfg.max_positions - 1  # room for eos
         self.truncated = 0  # input lines cut to the model's maximum length so far
 
@@ -184,8 +190,23 @@ class Translator:
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == Precision.fp32:
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == Precision.bf16 else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
+
+
+def low_precision_copy(model: Transformer, dtype: torch.dtype) -> Transformer:
+    """A copy whose linear layers, but the output projection, hold `dtype` weights.
+
+    Under autocast it computes exactly what the float32 model computes (autocast would cast
+    the same weights to `dtype`), without casting every weight again for each batch:
+    a model's worth of copying per call, which dominates when translating one sentence at a
+    time. The output projection (tied to the embeddings) keeps float32 weights: the search
+    re-scores its top candidates with them (`search.NextToken.top`).
+    """
+    low = copy.deepcopy(model)
+    for module in low.modules():
+        if isinstance(module, torch.nn.Linear) and module is not low.output_projection:
+            module.to(dtype)
+    return low
 
 
 def translate_encoded(

@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, installed_script, run_command
+import torch
+from helpers import assert_one_line_error, installed_script, random_tokens, run_command, tiny_model
 
-from seq2seq.config import DecodeConfig
+from seq2seq.config import DecodeConfig, Precision
 from seq2seq.translate import Translator
 
 pytestmark = pytest.mark.slow
@@ -250,3 +251,16 @@ def test_an_unreachable_sacrebleu_test_set_is_one_line(toy_run, tmp_path):
             env=env,
         )
         assert_one_line_error(result, message)
+
+
+def test_a_bf16_translator_computes_what_autocast_computes_on_the_float32_model():
+    model = tiny_model()
+    cfg = DecodeConfig(beam=3)
+    sources = [random_tokens(1, n, seed=n)[0].tolist() for n in (3, 5, 8)]
+    bf16 = Translator(model, None, cfg, "cpu", Precision.bf16).search_ids(sources)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = Translator(model, None, cfg, "cpu").search_ids(sources)
+    assert [[(h.tokens, h.score) for h in n] for n in bf16] == [
+        [(h.tokens, h.score) for h in n] for n in reference
+    ]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # a copy was converted
