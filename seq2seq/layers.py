@@ -72,12 +72,6 @@ def keep_mask(count: int, threshold: int) -> Tensor:
     return words.view(torch.int16)[:count] >= threshold
 
 
-# At most this many queries per sequence, inference on CPU writes attention out as two batched
-# matmuls: for cached decoding (one query per row, or a sentence's beams against its source)
-# that is about 3x faster than SDPA's CPU kernels, which tile over queries. Same equation.
-FEW_QUERIES = 16
-
-
 def attention_probabilities(q: Tensor, keys: Tensor, attn_mask: Tensor | None) -> Tensor:
     """softmax(Q K^T / sqrt(d_head)) over the keys: (batch, heads, q_len, k_len).
     attn_mask: boolean, True where attention is allowed."""
@@ -147,25 +141,21 @@ class MultiHeadAttention(nn.Module):
         """
         q = self.split_heads(self.q_proj(query))  # (batch, heads, q_len, d_head)
         q_len, k_len = q.shape[2], keys.shape[2]
-        written_out = q_len <= FEW_QUERIES and q.device.type == "cpu" and not self.training
         is_causal = False
         if causal and q_len > 1:  # a single newest query may see every cached key
-            if attn_mask is None and q_len == k_len and not written_out:
+            if attn_mask is None and q_len == k_len:
                 is_causal = True  # SDPA's fused causal path
             else:
                 mask = causal_mask(q_len, k_len, q.device)
                 attn_mask = mask if attn_mask is None else attn_mask & mask
-        if written_out:
-            out = attention_probabilities(q, keys, attn_mask) @ values
-        else:
-            out = F.scaled_dot_product_attention(
-                q,
-                keys,
-                values,
-                attn_mask=attn_mask,
-                dropout_p=self.dropout if self.training else 0.0,
-                is_causal=is_causal,
-            )  # (batch, heads, q_len, d_head)
+        out = F.scaled_dot_product_attention(
+            q,
+            keys,
+            values,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )  # (batch, heads, q_len, d_head)
         batch = out.shape[0]
         out = out.transpose(1, 2).reshape(batch, q_len, self.heads * self.d_head)
         return self.out_proj(out)

@@ -167,14 +167,9 @@ def reference_attention(
     return attention.out_proj(torch.cat(outputs, dim=-1))
 
 
-# training mode runs SDPA; inference on CPU with few queries writes attention out (FEW_QUERIES)
-BOTH_PATHS = pytest.mark.parametrize("training", [True, False], ids=["sdpa", "written_out"])
-
-
-@BOTH_PATHS
-def test_both_paths_equal_plain_softmax_attention_with_padding_mask(training):
+def test_sdpa_path_equals_plain_softmax_attention_with_padding_mask():
     torch.manual_seed(13)
-    attention = MultiHeadAttention(32, 4, dropout=0.0).train(training)
+    attention = MultiHeadAttention(32, 4, dropout=0.0)
     query = torch.randn(2, 5, 32)
     source = torch.randn(2, 7, 32)
     pad_mask = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
@@ -184,11 +179,10 @@ def test_both_paths_equal_plain_softmax_attention_with_padding_mask(training):
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
 
 
-@BOTH_PATHS
 @pytest.mark.parametrize("with_padding", [False, True])
-def test_both_paths_equal_plain_softmax_attention_with_causal_mask(with_padding, training):
+def test_sdpa_path_equals_plain_softmax_attention_with_causal_mask(with_padding):
     torch.manual_seed(14)
-    attention = MultiHeadAttention(32, 4, dropout=0.0).train(training)
+    attention = MultiHeadAttention(32, 4, dropout=0.0)
     x = torch.randn(2, 6, 32)
     pad_mask = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
     allowed = padding_to_attention_mask(pad_mask) if with_padding else None
@@ -207,10 +201,9 @@ def test_causal_mask_aligns_new_queries_with_the_last_keys():
     ]
 
 
-@BOTH_PATHS
-def test_last_queries_of_a_causal_sequence_match_the_full_computation(training):
+def test_last_queries_of_a_causal_sequence_match_the_full_computation():
     torch.manual_seed(15)
-    attention = MultiHeadAttention(32, 4, dropout=0.0).train(training)
+    attention = MultiHeadAttention(32, 4, dropout=0.0)
     x = torch.randn(1, 6, 32)
     keys, values = attention.project_kv(x)
     full = attention(x, keys, values, causal=True)
