@@ -59,11 +59,13 @@ def constrain(logits: Tensor, step: int, at_limit: Tensor, cfg: DecodeConfig) ->
     logits: (rows, vocab) scores or log-probabilities, modified in place; at_limit: (rows,)."""
     logits[:, PAD_ID] = float("-inf")
     logits[:, BOS_ID] = float("-inf")
-    eos = logits[:, EOS_ID].clone()
+    limit = at_limit.nonzero().squeeze(1) if bool(at_limit.any()) else None  # usually none
+    eos = None if limit is None else logits[limit, EOS_ID]  # a copy, before min_len acts
     if step < cfg.min_len:
         logits[:, EOS_ID] = float("-inf")
-    logits[at_limit] = float("-inf")
-    logits[at_limit, EOS_ID] = eos[at_limit]
+    if limit is not None:  # at the length limit only eos is allowed, whatever min_len says
+        logits[limit] = float("-inf")
+        logits[limit, EOS_ID] = eos
     return logits
 
 

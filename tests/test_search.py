@@ -306,3 +306,9 @@ def test_under_bf16_the_top_candidates_are_rescored_in_float32():
     rescored_error = (rescored - exact.gather(1, tokens)).abs().max()
     assert rounded_error > 0.02, rounded_error
     assert rescored_error < 0.002, rescored_error
+
+
+def test_at_the_length_limit_eos_is_allowed_even_before_min_len():
+    _, [[best]] = run(short_or_long, beam=1, max_len_a=0.0, max_len_b=1, min_len=5)
+    assert best.tokens == [A]  # min_len 5 cannot be met: the limit of 1 token wins
+    assert best.token_scores[-1] == pytest.approx(math.log(0.7))
