@@ -49,7 +49,9 @@ QUANTIZATIONS = (
 
 
 def array(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().float().cpu().numpy()
+    """A float32 copy: CTranslate2 quantizes its arrays in place, and `.numpy()` of a CPU
+    float32 tensor shares the tensor's memory (an int8 export would rewrite the model)."""
+    return tensor.detach().float().cpu().numpy().copy()
 
 
 def set_linear(spec, *linears: nn.Linear) -> None:

@@ -171,3 +171,15 @@ def test_ctranslate2_int8_export_is_smaller_and_translates_like_float32(
     assert sizes["int8"] < 0.5 * sizes["float32"]  # the weights really are 8-bit
     same = sum(a == b for a, b in zip(outputs["int8"], outputs["float32"], strict=True))
     assert same >= 0.8 * len(sentences), f"{same} of {len(sentences)} identical"
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_ctranslate2_export_leaves_the_model_untouched(toy_run, tmp_path, quantization):
+    pytest.importorskip("ctranslate2")
+    from seq2seq.export_ct2 import export_ct2
+
+    translator = Translator.from_run(toy_run, device="cpu")
+    before = {name: t.clone() for name, t in translator.model.state_dict().items()}
+    export_ct2(translator.model, translator.tokenizer, tmp_path / "ct2", quantization)
+    after = translator.model.state_dict()
+    assert [name for name, t in before.items() if not torch.equal(t, after[name])] == []
