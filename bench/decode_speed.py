@@ -3,10 +3,13 @@
 The run is exported to a `MarianMTModel` in memory (`seq2seq.export.to_marian`); both systems
 translate Multi30k test_2016_flickr with beam 5, length penalty 1.0 and early stopping (a
 sentence ends when it has 5 finished hypotheses: the rule of both), in the same length-sorted
-batches of 64 sentences and, on a subset, one sentence at a time. The systems alternate in one
-process, so machine noise hits both. Reports sentences/s, target tokens/s and BLEU (sacreBLEU)
-of each, and each system's peak memory (measured in a fresh process per system). Needs
-`pip install transformers` (and `ctranslate2` for --ct2).
+batches of 64 sentences and, on a subset, one sentence at a time. Each system runs in a fresh
+process that loads only what it needs, and the systems alternate (A B C A B C ...), so machine
+noise hits all of them; separate processes also keep one library's idle worker threads (OpenMP
+spin-waiting) from stealing the cores of another, which in one shared process slowed every
+system five-fold at batch 1. Reports sentences/s, target tokens/s, BLEU (sacreBLEU), outputs
+identical to ours in float32, and each system's peak memory (its process's, model included).
+Needs `pip install transformers` (and `ctranslate2` for --ct2).
 
     python bench/decode_speed.py --run <run dir> --multi30k ../shared/data/multi30k
 """
@@ -22,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -120,6 +124,59 @@ def timed(translate, batches: list[list[int]]) -> tuple[float, dict[int, list[in
     return time.perf_counter() - start, outputs
 
 
+SYSTEMS = ["seq2seq", "seq2seq_bf16", "hf_generate"]
+ABLATION = ["seq2seq_bf16_unrescored"]
+CT2 = ["ct2_float32", "ct2_int8"]
+
+
+def build_system(name: str, translator: Translator, sources, args) -> Callable:
+    """`name`'s translate(batch) -> output ids; only what that system needs is loaded."""
+    cfg = translator.decode
+    if name == "seq2seq":
+        return lambda b: ours(translator, sources, b)
+    if name in ("seq2seq_bf16", "seq2seq_bf16_unrescored"):
+        bf16 = Translator(translator.model, translator.tokenizer, cfg, "cpu", Precision.bf16)
+        run = lambda b: ours(bf16, sources, b)  # noqa: E731
+        return run if name == "seq2seq_bf16" else unrescored(run)
+    if name == "hf_generate":
+        marian = to_marian(translator.model)
+        return lambda b: theirs(marian, sources, b, cfg)
+    engine = ct2_translator(translator, name.removeprefix("ct2_"), args.workdir, args.threads)
+    return lambda b: ct2(engine, translator, sources, b, cfg)
+
+
+def setup(args):
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    cfg = DecodeConfig(strategy="beam", beam=5, length_penalty=1.0, max_len_a=1.2, max_len_b=10)
+    translator = Translator.from_run(args.run, args.checkpoint, "cpu", cfg)
+    sources = translator.tokenizer.encode(read_gz(args.multi30k / "test_2016_flickr.en.gz"), "src")
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    batches = {
+        "batch_64": batches_of(order, 64),  # the same length-sorted batches for every system
+        "batch_1": batches_of(list(range(args.single)), 1),
+    }
+    return translator, sources, batches
+
+
+def one_system(args) -> None:
+    """Child process: time one system on one batching, print seconds, outputs and peak RSS."""
+    translator, sources, batches = setup(args)
+    translate = build_system(args.only, translator, sources, args)
+    timed(translate, batches[args.batching][:2])  # warm-up
+    seconds, outputs = timed(translate, batches[args.batching])
+    rss = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps({"seconds": seconds, "outputs": outputs, "peak_rss_mb": rss}))
+
+
+def in_child(system: str, batching: str) -> dict:
+    command = [sys.executable, *sys.argv, "--only", system, "--batching", batching]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    found = json.loads(result.stdout.splitlines()[-1])
+    found["outputs"] = {int(i): tokens for i, tokens in found["outputs"].items()}
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True)
@@ -133,87 +190,53 @@ def main() -> None:
         "--ablation", action="store_true", help="also bf16 without the exact re-scoring"
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/s2s-decode-bench"))
-    parser.add_argument("--only", help=argparse.SUPPRESS)  # one system, for its peak RSS
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: this system
+    parser.add_argument("--batching", help=argparse.SUPPRESS)  # child process: batch_64/batch_1
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    cfg = DecodeConfig(strategy="beam", beam=5, length_penalty=1.0, max_len_a=1.2, max_len_b=10)
-    translator = Translator.from_run(args.run, args.checkpoint, "cpu", cfg)
-    bf16 = Translator(translator.model, translator.tokenizer, cfg, "cpu", Precision.bf16)
-    marian = to_marian(translator.model)
-    source_lines = read_gz(args.multi30k / "test_2016_flickr.en.gz")
-    references = read_gz(args.multi30k / "test_2016_flickr.de.gz")
-    sources = translator.tokenizer.encode(source_lines, "src")
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    systems = {
-        "seq2seq": lambda b: ours(translator, sources, b),
-        "seq2seq_bf16": lambda b: ours(bf16, sources, b),
-        "hf_generate": lambda b: theirs(marian, sources, b, cfg),
-    }
-    if args.ablation:
-        systems["seq2seq_bf16_unrescored"] = unrescored(systems["seq2seq_bf16"])
-    if args.ct2:
-        for quantization in ("float32", "int8"):
-            engine = ct2_translator(translator, quantization, args.workdir, args.threads)
-            systems[f"ct2_{quantization}"] = lambda b, e=engine: ct2(e, translator, sources, b, cfg)
-    if args.only:  # a fresh process translating once with one system: its own peak memory
-        timed(systems[args.only], batches_of(order, 64))
-        print(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    if args.only:
+        one_system(args)
         return
+    translator, _, batches = setup(args)
+    references = read_gz(args.multi30k / "test_2016_flickr.de.gz")
+    systems = SYSTEMS + (ABLATION if args.ablation else []) + (CT2 if args.ct2 else [])
     results: dict = {
         "machine": platform.machine(),
         "threads": args.threads,
         "torch": torch.__version__,
-        "sentences": len(sources),
-        "beam": cfg.beam,
+        "sentences": len(references),
+        "beam": translator.decode.beam,
     }
-    for label, batches in (
-        ("batch_64", batches_of(order, 64)),
-        ("batch_1", batches_of(list(range(args.single)), 1)),
-    ):
-        times: dict[str, list[float]] = {name: [] for name in systems}
-        outputs: dict[str, dict[int, list[int]]] = {}
-        for translate in systems.values():  # warm-up
-            timed(translate, batches[:2])
-        for _ in range(args.rounds):
-            for name, translate in systems.items():
-                seconds, outputs[name] = timed(translate, batches)
-                times[name].append(seconds)
-        count = sum(len(b) for b in batches)
-        report = {}
-        for name in systems:
-            seconds = statistics.median(times[name])
-            tokens = sum(len(t) + 1 for t in outputs[name].values())
-            report[name] = {
-                "sentences_per_s": round(count / seconds, 1),
-                "target_tokens_per_s": round(tokens / seconds),
-                "seconds": [round(t, 2) for t in times[name]],
-            }
-            if label == "batch_64":
-                texts = translator.tokenizer.decode(
-                    [outputs[name][i] for i in range(len(sources))], "tgt"
-                )
-                report[name]["bleu"] = corpus_scores(texts, references, ("bleu",))["bleu"].score
-        for name in [n for n in systems if n != "hf_generate"]:
-            report[name]["speedup_vs_hf"] = round(
-                report[name]["sentences_per_s"] / report["hf_generate"]["sentences_per_s"], 2
-            )
-        for name in systems:  # outputs token for token equal to seq2seq in float32
-            same = sum(outputs[name][i] == outputs["seq2seq"][i] for i in outputs["seq2seq"])
-            report[name]["same_as_seq2seq_fp32"] = f"{same}/{count}"
-        results[label] = report
-        print(label, json.dumps(report), flush=True)
-    results["peak_rss_mb"] = {name: peak_rss_mb(name) for name in systems}
+    for label in ("batch_64", "batch_1"):
+        runs: dict[str, list[dict]] = {name: [] for name in systems}
+        for _ in range(args.rounds):  # alternating: A B C A B C, each in a fresh process
+            for name in systems:
+                runs[name].append(in_child(name, label))
+        results[label] = report(runs, batches[label], translator, references, label)
+        print(label, json.dumps(results[label]), flush=True)
     print(json.dumps(results, indent=2))
 
 
-def peak_rss_mb(system: str) -> int:
-    """Peak resident memory of a process that loads the model and translates the test set at
-    batch 64 with `system` alone (every system's process loads the same model and data)."""
-    command = [sys.executable, *sys.argv, "--only", system]
-    return int(
-        subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1]
-    )
+def report(runs, batches, translator, references, label) -> dict:
+    count = sum(len(b) for b in batches)
+    fp32 = runs["seq2seq"][-1]["outputs"]
+    found = {}
+    for name, measured in runs.items():
+        seconds = statistics.median(r["seconds"] for r in measured)
+        outputs = measured[-1]["outputs"]
+        found[name] = {
+            "sentences_per_s": round(count / seconds, 1),
+            "target_tokens_per_s": round(sum(len(t) + 1 for t in outputs.values()) / seconds),
+            "seconds": [round(r["seconds"], 2) for r in measured],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in measured),
+            "same_as_seq2seq_fp32": f"{sum(outputs[i] == fp32[i] for i in fp32)}/{count}",
+        }
+        if label == "batch_64":
+            texts = translator.tokenizer.decode([outputs[i] for i in range(count)], "tgt")
+            found[name]["bleu"] = corpus_scores(texts, references, ("bleu",))["bleu"].score
+    for name in found:
+        ratio = found[name]["sentences_per_s"] / found["hf_generate"]["sentences_per_s"]
+        found[name]["speedup_vs_hf"] = round(ratio, 2)
+    return found
 
 
 if __name__ == "__main__":
