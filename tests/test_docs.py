@@ -26,7 +26,7 @@ def shown_commands() -> list[tuple[str, list[str]]]:
     found = []
     for page in PAGES:
         for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():  # join continued lines
                 line = re.sub(r"\s+#\s.*$", "", line)  # a trailing comment
                 line = re.sub(r"<(?! )[^<>]*(?<! )>", "X", line)  # placeholders such as <run dir>
                 line = line.replace("$(which seq2seq-train)", "seq2seq-train")
