@@ -148,6 +148,7 @@ def test_a_kill_inside_a_checkpoint_write_loses_nothing(
             when,
             *train_command(corpus, run_dir),
         ],
+        cwd=tmp_path,  # not the repository: `-c` would import its seq2seq/, not the installed one
         capture_output=True,
         timeout=300,
     )
@@ -182,6 +183,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(corp
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-c", DISK_FULL_AT, "2", *train_command(corpus, run_dir)],
+        cwd=tmp_path,  # not the repository: `-c` would import its seq2seq/, not the installed one
         capture_output=True,
         text=True,
         timeout=300,
