@@ -72,15 +72,6 @@ def keep_mask(count: int, threshold: int) -> Tensor:
     return words.view(torch.int16)[:count] >= threshold
 
 
-def attention_probabilities(q: Tensor, keys: Tensor, attn_mask: Tensor | None) -> Tensor:
-    """softmax(Q K^T / sqrt(d_head)) over the keys: (batch, heads, q_len, k_len).
-    attn_mask: boolean, True where attention is allowed."""
-    scores = q @ keys.transpose(-2, -1) * q.shape[-1] ** -0.5
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return scores.softmax(dim=-1)
-
-
 class MultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
     head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
@@ -112,10 +103,13 @@ class MultiHeadAttention(nn.Module):
         distribution over the keys. `forward` gets the same weights from SDPA without storing
         them; this is for looking at them (`seq2seq-attention`)."""
         q = self.split_heads(self.q_proj(query))
+        scores = q @ keys.transpose(-2, -1) / self.d_head**0.5
         if causal:
             mask = causal_mask(q.shape[2], keys.shape[2], q.device)
             attn_mask = mask if attn_mask is None else attn_mask & mask
-        return attention_probabilities(q, keys, attn_mask)
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        return scores.softmax(dim=-1)
 
     def split_heads(self, x: Tensor) -> Tensor:
         """(batch, len, d_model) -> (batch, heads, len, d_head)."""
