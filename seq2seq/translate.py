@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from seq2seq import checkpoint
 from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
@@ -194,19 +195,33 @@ class Translator:
 
 
 def low_precision_copy(model: Transformer, dtype: torch.dtype) -> Transformer:
-    """A copy whose linear layers, but the output projection, hold `dtype` weights.
+    """A copy whose linear layers hold `dtype` weights.
 
     Under autocast it computes exactly what the float32 model computes (autocast would cast
-    the same weights to `dtype`), without casting every weight again for each batch:
-    a model's worth of copying per call, which dominates when translating one sentence at a
-    time. The output projection (tied to the embeddings) keeps float32 weights: the search
-    re-scores its top candidates with them (`search.NextToken.top`).
+    the same weights to `dtype`), without casting every weight again for each batch and, for
+    the output projection, each step: a model's worth of copying per call, which dominates
+    when translating one sentence at a time. The output projection also keeps its float32
+    weight: the search re-scores its top candidates with it (`search.NextToken.top`).
     """
     low = copy.deepcopy(model)
     for module in low.modules():
         if isinstance(module, torch.nn.Linear) and module is not low.output_projection:
             module.to(dtype)
+    low.output_projection = TwoPrecisionLinear(low.output_projection, dtype)
     return low
+
+
+class TwoPrecisionLinear(torch.nn.Module):
+    """A bias-free linear layer that computes in `dtype` from a copy of its weight; `weight`
+    stays the float32 original (shared with the tied embeddings)."""
+
+    def __init__(self, layer: torch.nn.Linear, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.weight = layer.weight
+        self.register_buffer("low_weight", layer.weight.detach().to(dtype), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.linear(x.to(self.low_weight.dtype), self.low_weight)
 
 
 def translate_encoded(

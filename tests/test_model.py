@@ -50,6 +50,17 @@ def test_cached_decode_step_reproduces_full_forward(architecture):
     assert (incremental - full).abs().max().item() <= 1e-5
 
 
+def test_cached_decoding_under_bf16_autocast_stays_close_to_the_full_forward():
+    """Cached steps take the written-out single-query attention under bf16, the teacher-forced
+    forward SDPA: both round to bf16, neither may drift from the other."""
+    model = tiny_model()
+    src, src_pad_mask, tgt = padded_batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(src, src_pad_mask, tgt).float()
+        incremental = decode_incrementally(model, src, src_pad_mask, tgt).float()
+    assert (incremental - full).abs().max().item() <= 0.02 * full.abs().max().item()
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: "-".join(a.values()))
 def test_cache_reorder_moves_every_state_with_its_row(architecture):
     """Reorder like a beam search would: repeat, drop and permute rows midway through."""
