@@ -142,37 +142,17 @@ class MultiHeadAttention(nn.Module):
             else:
                 mask = causal_mask(q_len, k_len, q.device)
                 attn_mask = mask if attn_mask is None else attn_mask & mask
-        if q_len == 1 and not self.training and single_query_is_slow(q):
-            out = single_query_attention(q, keys, values, attn_mask)
-        else:
-            out = F.scaled_dot_product_attention(
-                q,
-                keys,
-                values,
-                attn_mask=attn_mask,
-                dropout_p=self.dropout if self.training else 0.0,
-                is_causal=is_causal,
-            )  # (batch, heads, q_len, d_head)
+        out = F.scaled_dot_product_attention(
+            q,
+            keys,
+            values,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )  # (batch, heads, q_len, d_head)
         batch = out.shape[0]
         out = out.transpose(1, 2).reshape(batch, q_len, self.heads * self.d_head)
         return self.out_proj(out)
-
-
-def single_query_is_slow(q: Tensor) -> bool:
-    """PyTorch's CPU attention kernel takes 5x longer than two batched matmuls for one bf16 or
-    fp16 query per row (cached decoding under autocast; measured in docs/benchmarks.md)."""
-    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
-
-
-def single_query_attention(
-    q: Tensor, keys: Tensor, values: Tensor, attn_mask: Tensor | None
-) -> Tensor:
-    """softmax(q K^T / sqrt(d_head)) V for one query per row, the softmax in float32.
-    q: (batch, heads, 1, d_head); keys, values: (batch, heads, k_len, d_head)."""
-    scores = torch.matmul(q, keys.transpose(-2, -1)).float() * q.shape[-1] ** -0.5
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return torch.matmul(scores.softmax(dim=-1).to(values.dtype), values)
 
 
 class FeedForward(nn.Module):

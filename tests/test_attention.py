@@ -9,13 +9,7 @@ import torch
 from helpers import pad_to, random_tokens, tiny_model
 
 from seq2seq.constants import PAD_ID
-from seq2seq.layers import (
-    MultiHeadAttention,
-    causal_mask,
-    padding_to_attention_mask,
-    single_query_attention,
-    single_query_is_slow,
-)
+from seq2seq.layers import MultiHeadAttention, causal_mask, padding_to_attention_mask
 
 ATOL = 1e-5
 
@@ -215,32 +209,3 @@ def test_last_queries_of_a_causal_sequence_match_the_full_computation():
     full = attention(x, keys, values, causal=True)
     tail = attention(x[:, 4:], keys, values, causal=True)
     torch.testing.assert_close(tail, full[:, 4:], atol=ATOL, rtol=0)
-
-
-def test_single_query_attention_equals_plain_softmax_attention_with_padding_mask():
-    torch.manual_seed(16)
-    attention = MultiHeadAttention(32, 4, dropout=0.0)
-    query, source = torch.randn(2, 1, 32), torch.randn(2, 7, 32)
-    allowed = padding_to_attention_mask(torch.tensor([[False] * 7, [False] * 3 + [True] * 4]))
-    keys, values = attention.project_kv(source)
-    q = attention.split_heads(attention.q_proj(query))
-    out = single_query_attention(q, keys, values, allowed)  # (batch, heads, 1, d_head)
-    out = attention.out_proj(out.transpose(1, 2).reshape(2, 1, 32))
-    expected = reference_attention(attention, query, source, allowed[:, 0])
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
-
-
-def test_one_bf16_query_takes_the_written_out_path_and_matches_float32():
-    torch.manual_seed(17)
-    attention = MultiHeadAttention(32, 4, dropout=0.0).eval()
-    query, source = torch.randn(3, 1, 32), torch.randn(3, 9, 32)
-    allowed = padding_to_attention_mask(
-        torch.tensor([[False] * 9, [False] * 5 + [True] * 4] * 1 + [[False] * 2 + [True] * 7])
-    )
-    expected = attention(query, *attention.project_kv(source), attn_mask=allowed)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        keys, values = attention.project_kv(source)
-        assert single_query_is_slow(attention.split_heads(attention.q_proj(query)))
-        out = attention(query, keys, values, attn_mask=allowed)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), expected, atol=1e-2, rtol=0)

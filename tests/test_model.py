@@ -51,8 +51,8 @@ def test_cached_decode_step_reproduces_full_forward(architecture):
 
 
 def test_cached_decoding_under_bf16_autocast_stays_close_to_the_full_forward():
-    """Cached steps take the written-out single-query attention under bf16, the teacher-forced
-    forward SDPA: both round to bf16, neither may drift from the other."""
+    """One query per step against all of them at once, both rounded to bf16: the cached path
+    may not drift from the full forward."""
     model = tiny_model()
     src, src_pad_mask, tgt = padded_batch()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
