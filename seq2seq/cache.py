@@ -26,11 +26,15 @@ class LayerCache:
 
     Self-attention keys/values live in preallocated buffers (capacity >= len, grown by
     doubling) so that a step writes one position instead of copying the whole cache, and a
-    reorder copies the filled part once into a second buffer that is then swapped in.
+    reorder copies the filled part once into a second buffer that is then swapped in. They are
+    stored in `self_dtype` when given (else as computed): `Transformer.init_cache` picks float32
+    on CPU, where PyTorch's attention kernel for a single bf16 query is 5x slower than for a
+    float32 one (2.1 vs 0.4 ms on (320, 4, 1, 64) queries against 20 keys, 2 threads).
     """
 
     cross_keys: Tensor  # one per group
     cross_values: Tensor
+    self_dtype: torch.dtype | None = None
     buffers: list[Tensor] = field(default_factory=list)  # keys, values, spare keys, spare values
     length: int = 0  # positions filled
     rows: int = 0  # rows in use (the first `rows` of each buffer)
@@ -57,7 +61,8 @@ class LayerCache:
     def grow(self, like: Tensor, needed: int) -> None:
         rows, heads, _, d_head = like.shape
         capacity = max(needed, 2 * (self.buffers[0].shape[2] if self.buffers else 8))
-        grown = [like.new_empty(rows, heads, capacity, d_head) for _ in range(4)]
+        dtype = self.self_dtype or like.dtype
+        grown = [like.new_empty(rows, heads, capacity, d_head, dtype=dtype) for _ in range(4)]
         for old, new in zip(self.buffers[:2], grown, strict=False):
             new[: self.rows, :, : self.length] = old[: self.rows, :, : self.length]
         self.buffers, self.rows = grown, rows

@@ -142,14 +142,16 @@ class MultiHeadAttention(nn.Module):
             else:
                 mask = causal_mask(q_len, k_len, q.device)
                 attn_mask = mask if attn_mask is None else attn_mask & mask
-        out = F.scaled_dot_product_attention(
-            q,
-            keys,
-            values,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-        )  # (batch, heads, q_len, d_head)
+        dropout = self.dropout if self.training else 0.0
+        if keys.dtype == q.dtype:
+            out = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal
+            )  # (batch, heads, q_len, d_head)
+        else:  # a float32 cache under autocast (`LayerCache`): attend in the cache's dtype
+            with torch.autocast(q.device.type, enabled=False):
+                out = F.scaled_dot_product_attention(
+                    q.to(keys.dtype), keys, values, attn_mask, dropout, is_causal
+                )
         batch = out.shape[0]
         out = out.transpose(1, 2).reshape(batch, q_len, self.heads * self.d_head)
         return self.out_proj(out)

@@ -165,8 +165,13 @@ class Transformer(nn.Module):
         return self.output_projection(hidden) if project else hidden
 
     def init_cache(self, memory: Tensor, src_pad_mask: Tensor | None) -> DecoderCache:
-        """Start incremental decoding: cross-attention keys/values computed once per source."""
-        layers = [LayerCache(*layer.cross_attn.project_kv(memory)) for layer in self.decoder.layers]
+        """Start incremental decoding: cross-attention keys/values computed once per source.
+        On CPU the self-attention keys/values are kept in float32 (see `LayerCache`)."""
+        self_dtype = torch.float32 if memory.device.type == "cpu" else None
+        layers = [
+            LayerCache(*layer.cross_attn.project_kv(memory), self_dtype=self_dtype)
+            for layer in self.decoder.layers
+        ]
         return DecoderCache(layers, padding_to_attention_mask(src_pad_mask))
 
     def decode_step(self, tokens: Tensor, cache: DecoderCache, project: bool = True) -> Tensor:

@@ -8,7 +8,6 @@ detokenise, and return the translations in input order.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch import Tensor
 
 from seq2seq import checkpoint
 from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
 from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config
 from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.errors import UserError
+from seq2seq.inference import inference_copy
 from seq2seq.model import Transformer
 from seq2seq.search import Hypothesis, search
 from seq2seq.tokenizer import Tokenizer
@@ -94,7 +93,7 @@ class Translator:
         self.precision = parse_precision(precision, self.device)
         model = model.to(self.device).eval()
         low = AUTOCAST_DTYPES.get(self.precision)
-        self.model = model if low is None else low_precision_copy(model, low)
+        self.model = model if low is None else inference_copy(model, low)
         self.tokenizer = tokenizer
         self.decode = decode
         self.max_source_tokens = model.cfg.max_positions - 1  # room for eos
@@ -192,36 +191,6 @@ class Translator:
         if self.precision == Precision.fp32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
-
-
-def low_precision_copy(model: Transformer, dtype: torch.dtype) -> Transformer:
-    """A copy whose linear layers hold `dtype` weights.
-
-    Under autocast it computes exactly what the float32 model computes (autocast would cast
-    the same weights to `dtype`), without casting every weight again for each batch and, for
-    the output projection, each step: a model's worth of copying per call, which dominates
-    when translating one sentence at a time. The output projection also keeps its float32
-    weight: the search re-scores its top candidates with it (`search.NextToken.top`).
-    """
-    low = copy.deepcopy(model)
-    for module in low.modules():
-        if isinstance(module, torch.nn.Linear) and module is not low.output_projection:
-            module.to(dtype)
-    low.output_projection = TwoPrecisionLinear(low.output_projection, dtype)
-    return low
-
-
-class TwoPrecisionLinear(torch.nn.Module):
-    """A bias-free linear layer that computes in `dtype` from a copy of its weight; `weight`
-    stays the float32 original (shared with the tied embeddings)."""
-
-    def __init__(self, layer: torch.nn.Linear, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.weight = layer.weight
-        self.register_buffer("low_weight", layer.weight.detach().to(dtype), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.nn.functional.linear(x.to(self.low_weight.dtype), self.low_weight)
 
 
 def translate_encoded(

@@ -269,7 +269,8 @@ def test_a_bf16_translator_computes_what_autocast_computes_on_the_float32_model(
 def test_a_bf16_translator_keeps_the_output_layer_in_both_precisions():
     low = Translator(tiny_model(), None, DecodeConfig(), "cpu", Precision.bf16).model
     output = low.output_projection
-    assert output.low_weight.dtype == torch.bfloat16  # the logits: no cast per step
+    low_weight = output.low.dense_weight()
+    assert low_weight.dtype == torch.bfloat16  # the logits: no cast per step
     assert output.weight.dtype == torch.float32  # the re-scoring of the top candidates
-    assert torch.equal(output.low_weight, output.weight.to(torch.bfloat16))
+    assert torch.equal(low_weight, output.weight.to(torch.bfloat16))
     assert output.weight is low.decoder.embedder.embed_tokens.weight  # still tied
