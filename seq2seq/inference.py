@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.config import Activation
-from seq2seq.layers import FeedForward
+from seq2seq.layers import FeedForward, MultiHeadAttention
 from seq2seq.model import Transformer
 
 
@@ -34,12 +34,25 @@ def inference_copy(model: Transformer, dtype: torch.dtype) -> Transformer:
     for ffn in [m for m in prepared.modules() if isinstance(m, FeedForward)]:
         ffn.fc1 = LowPrecisionLinear(ffn.fc1, dtype, pack, prepared.cfg.activation)
         ffn.activation = nn.Identity()  # now part of fc1
+    for layer in [*prepared.encoder.layers, *prepared.decoder.layers]:
+        layer.self_attn.qkv_proj = LowPrecisionLinear(stacked_qkv(layer.self_attn), dtype, pack)
     for parent in list(prepared.modules()):
         for name, child in parent.named_children():
             if type(child) is nn.Linear and child is not prepared.output_projection:
                 setattr(parent, name, LowPrecisionLinear(child, dtype, pack))
     prepared.output_projection = TwoPrecisionLinear(prepared.output_projection, dtype, pack)
     return prepared
+
+
+def stacked_qkv(attention: MultiHeadAttention) -> nn.Linear:
+    """One linear layer computing the queries, keys and values side by side."""
+    parts = [attention.q_proj, attention.k_proj, attention.v_proj]
+    d_model = parts[0].in_features
+    stacked = nn.Linear(d_model, 3 * d_model, device=parts[0].weight.device)
+    with torch.no_grad():
+        stacked.weight.copy_(torch.cat([p.weight for p in parts]))
+        stacked.bias.copy_(torch.cat([p.bias for p in parts]))
+    return stacked
 
 
 class LowPrecisionLinear(nn.Module):

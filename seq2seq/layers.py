@@ -91,6 +91,9 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
+        # [W^Q; W^K; W^V] in one product for self-attention: set by `inference.inference_copy`
+        # (training keeps the three, which checkpoints and exports name)
+        self.qkv_proj: nn.Module | None = None
 
     def attention_weights(
         self,
@@ -120,6 +123,14 @@ class MultiHeadAttention(nn.Module):
         """Keys and values of `source` (batch, len, d_model), each (batch, heads, len, d_head)."""
         return self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
 
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of `x` (batch, len, d_model) for self-attention, each
+        (batch, heads, len, d_head)."""
+        if self.qkv_proj is None:
+            return self.split_heads(self.q_proj(x)), *self.project_kv(x)
+        q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
     def forward(
         self,
         query: Tensor,
@@ -133,7 +144,18 @@ class MultiHeadAttention(nn.Module):
         attn_mask: boolean, True where attention is allowed, broadcastable to
         (batch, heads, q_len, k_len). causal: hide keys after each query's own position.
         """
-        q = self.split_heads(self.q_proj(query))  # (batch, heads, q_len, d_head)
+        return self.attend(self.split_heads(self.q_proj(query)), keys, values, attn_mask, causal)
+
+    def attend(
+        self,
+        q: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        attn_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        """`forward` from projected queries q (batch, heads, q_len, d_head): (batch, q_len,
+        d_model)."""
         q_len, k_len = q.shape[2], keys.shape[2]
         is_causal = False
         if causal and q_len > 1:  # a single newest query may see every cached key
@@ -254,7 +276,7 @@ class EncoderLayer(nn.Module):
     def forward(self, x: Tensor, src_attn_mask: Tensor | None) -> Tensor:
         """x: (batch, src_len, d_model); src_attn_mask: (batch, 1, 1, src_len) or None."""
         x = self.self_attn_block(
-            x, lambda h: self.self_attn(h, *self.self_attn.project_kv(h), attn_mask=src_attn_mask)
+            x, lambda h: self.self_attn.attend(*self.self_attn.project_qkv(h), src_attn_mask)
         )
         return self.ffn_block(x, self.ffn)
 
@@ -287,10 +309,10 @@ class DecoderLayer(nn.Module):
         """
 
         def self_attention(h: Tensor) -> Tensor:
-            keys, values = self.self_attn.project_kv(h)
+            queries, keys, values = self.self_attn.project_qkv(h)
             if cache is not None:
                 keys, values = cache.extend_self_attention(keys, values)
-            return self.self_attn(h, keys, values, causal=True)
+            return self.self_attn.attend(queries, keys, values, causal=True)
 
         def cross_attention(h: Tensor) -> Tensor:
             rows, length, width = h.shape

@@ -38,7 +38,8 @@ def test_the_inference_copy_converts_every_linear_layer_and_leaves_the_model_alo
     copy = inference_copy(model, torch.bfloat16)
     assert not [m for m in copy.modules() if type(m) is nn.Linear]
     linears = [m for m in copy.modules() if isinstance(m, LowPrecisionLinear)]
-    assert len(linears) == 2 * 6 + 2 * 10 + 1  # tiny: 2 encoder and 2 decoder layers, output
+    # tiny: 2 encoder and 2 decoder layers, the output layer, a fused q/k/v per self-attention
+    assert len(linears) == 2 * 6 + 2 * 10 + 1 + 4
     assert {m.dtype for m in linears} == {torch.bfloat16}
     assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())
     assert {p.dtype for p in model.parameters()} == {torch.float32}
@@ -67,3 +68,15 @@ def test_on_cpu_the_self_attention_cache_is_float32_under_autocast():
         model.decode_step(torch.tensor([1, 1]), cache)
     assert cache.layers[0].self_keys.dtype == torch.float32  # float32 attention (LayerCache)
     assert cache.layers[0].cross_keys.dtype == torch.bfloat16  # as computed
+
+
+def test_the_fused_query_key_value_projection_computes_the_three_projections():
+    model = tiny_model()
+    attention = model.decoder.layers[0].self_attn
+    fused = inference_copy(model, torch.bfloat16).decoder.layers[0].self_attn
+    assert fused.qkv_proj.out_features == 3 * 32
+    x = torch.randn(3, 5, 32) * 2
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = attention.project_qkv(x)  # three products (training's path)
+        found = fused.project_qkv(x)
+    assert all(torch.equal(f, e) for f, e in zip(found, expected, strict=True))
