@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from seq2seq.config import DecodeConfig, LengthPenalty, SearchStrategy
@@ -110,9 +111,9 @@ class NextToken:
         top_log_probs, top_tokens = self.log_probs.topk(k, dim=1)
         if self.logits.dtype == torch.float32:
             return top_log_probs, top_tokens
-        weights = self.output_layer.weight.float()[top_tokens]  # (rows, k, d_model)
-        # elementwise, not a matmul: autocast leaves it in float32
-        exact = (weights * self.hidden.float()[:, None, :]).sum(dim=2)  # (rows, k)
+        weights = F.embedding(top_tokens, self.output_layer.weight.float())  # (rows, k, d_model)
+        with torch.autocast(self.hidden.device.type, enabled=False):  # exact: float32
+            exact = torch.linalg.vecdot(weights, self.hidden.float()[:, None, :])  # (rows, k)
         shift = exact - self.logits.gather(1, top_tokens).float()
         shift = shift.masked_fill(top_log_probs == float("-inf"), 0.0)  # forbidden stay so
         correction = torch.log1p((top_log_probs.exp() * shift.expm1()).sum(1, keepdim=True))
