@@ -112,15 +112,20 @@ class DecoderCache:
         return self.layers[0].cross_keys.shape[0]
 
     def expand(self, group_size: int) -> None:
-        """Give every source `group_size` rows (its beams); call before the first step."""
-        if self.steps:
-            raise RuntimeError("expand() must be called before decoding starts")
-        self.group_size = group_size
+        """Give every source `group_size` rows, copies of its one row so far."""
+        if self.group_size != 1:
+            raise RuntimeError("expand() needs one row per source")
+        device = self.layers[0].cross_keys.device
+        rows = torch.arange(self.groups, device=device).repeat_interleave(group_size)
+        self.reorder(rows, group_size)
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, group_size: int | None = None) -> None:
         """Keep rows `index` (1-D, long) in that order: select, repeat or permute beams, drop
-        finished sentences. Each run of `group_size` new rows must come from one group."""
-        groups = index.view(-1, self.group_size)[:, 0] // self.group_size
+        finished sentences. The new rows come in groups of `group_size` (default: unchanged;
+        beam search widens one row per sentence to its beams after the first step), each group
+        from rows of one source."""
+        new_size = group_size or self.group_size
+        groups = index.view(-1, new_size)[:, 0] // self.group_size
         unchanged = len(groups) == self.groups and bool(
             (groups == torch.arange(self.groups, device=groups.device)).all()
         )
@@ -128,3 +133,4 @@ class DecoderCache:
             layer.reorder(index, None if unchanged else groups)
         if self.src_attn_mask is not None and not unchanged:
             self.src_attn_mask = self.src_attn_mask.index_select(0, groups)
+        self.group_size = new_size

@@ -237,27 +237,34 @@ def filter_distribution(logits: Tensor, top_k: int, top_p: float) -> Tensor:
 def beam_search(
     model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
-    """The `decode.nbest` best hypotheses of each sentence, best first."""
+    """The `decode.nbest` best hypotheses of each sentence, best first.
+
+    All beams of a sentence start identical, so the first step decodes one row per sentence
+    and its 2 x beam best tokens seed the beams; from then on sentence i owns rows
+    i * beam .. i * beam + beam - 1."""
     batch, beam, device = src.shape[0], cfg.beam, src.device
     cache, max_lengths = start(model, src, src_pad_mask, cfg)
-    cache.expand(beam)  # rows i * beam .. i * beam + beam - 1 are sentence i's beams
     sentences = torch.arange(batch, device=device)  # batch index of each active sentence
-    tokens = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=device)
-    token_scores = torch.zeros(batch * beam, 0, device=device)  # (active * beam, step)
-    scores = torch.zeros(batch, beam, device=device)  # cumulative log-probabilities
-    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
+    tokens = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
+    token_scores = torch.zeros(batch, 0, device=device)  # (rows, step)
+    scores = torch.zeros(batch, 1, device=device)  # (active, width) cumulative log-probabilities
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for step in range(int(max_lengths.max()) + 1):
-        active = len(sentences)
-        at_limit = (step >= max_lengths[sentences]).repeat_interleave(beam)
+        active, width = scores.shape  # width: rows per sentence (1, then beam)
+        at_limit = (step >= max_lengths[sentences]).repeat_interleave(width)
         prediction = next_token(model, tokens, cache, step, at_limit, cfg)
         # a sentence's best 2 * beam continuations are among each beam's best 2 * beam tokens
         k = min(2 * beam, prediction.log_probs.shape[-1])
-        top_log_probs, top_tokens = prediction.top(k)  # (active * beam, k)
-        candidates = (scores.view(-1, 1) + top_log_probs).view(active, beam * k)
+        top_log_probs, top_tokens = prediction.top(k)  # (active * width, k)
+        candidates = (scores.view(-1, 1) + top_log_probs).view(active, width * k)
+        padded = candidates.shape[1] < 2 * beam  # a vocabulary below 2 x beam, first step
+        if padded:
+            candidates = F.pad(candidates, (0, 2 * beam - width * k), value=float("-inf"))
         cand_scores, cand_ids = candidates.topk(2 * beam, dim=1)  # (active, 2 * beam)
+        if padded:  # the padding: dead (-inf) copies of a real candidate
+            cand_ids = cand_ids.clamp(max=width * k - 1)
         cand_beams = cand_ids // k
-        cand_tokens = top_tokens.view(active, beam * k).gather(1, cand_ids)
+        cand_tokens = top_tokens.view(active, width * k).gather(1, cand_ids)
         is_eos = (cand_tokens == EOS_ID) & (cand_scores > float("-inf"))
         finish_hypotheses(
             finished,
@@ -280,9 +287,9 @@ def beam_search(
         next_scores = cand_scores.gather(1, chosen)
         step_scores = next_scores - scores.gather(1, next_beams)
         keep = ~done
-        origin = (torch.arange(active, device=device)[:, None] * beam + next_beams)[keep]
+        origin = (torch.arange(active, device=device)[:, None] * width + next_beams)[keep]
         origin = origin.view(-1)  # rows of surviving sentences' beams, in their new order
-        cache.reorder(origin)
+        cache.reorder(origin, group_size=beam)
         tokens = torch.cat([tokens[origin], next_tokens[keep].view(-1, 1)], dim=1)
         token_scores = torch.cat([token_scores[origin], step_scores[keep].view(-1, 1)], dim=1)
         scores, sentences = next_scores[keep], sentences[keep]
@@ -307,13 +314,13 @@ def finish_hypotheses(
 ) -> None:
     """Record the eos candidates among each sentence's first `beam`, best first, until the
     sentence has `beam` finished hypotheses."""
-    beam = cfg.beam
+    beam, width = cfg.beam, scores.shape[1]
     for i, j in eos_candidates.nonzero().tolist():  # row-major: best first per sentence
         sentence = int(sentences[i])
         if len(finished[sentence]) >= beam:
             continue
         source_beam = int(cand_beams[i, j])
-        row = i * beam + source_beam
+        row = i * width + source_beam
         total = float(cand_scores[i, j])
         per_token = token_scores[row].tolist() + [total - float(scores[i, source_beam])]
         output = tokens[row, 1:].tolist()  # without bos

@@ -34,10 +34,7 @@ class ScriptedCache:
         self.sentences = list(range(batch))
         self.prefixes: list[list[int]] = [[] for _ in range(batch)]
 
-    def expand(self, group_size: int) -> None:
-        self.reorder(torch.arange(len(self.sentences)).repeat_interleave(group_size))
-
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, group_size: int | None = None) -> None:
         self.sentences = [self.sentences[i] for i in index.tolist()]
         self.prefixes = [list(self.prefixes[i]) for i in index.tolist()]
 
@@ -153,8 +150,18 @@ def test_finished_sentences_leave_the_batch():
     model, results = run(script, beam=2, sentences=2, length_penalty=1.0)
     assert results[0][0].tokens == []
     assert results[1][0].tokens == [A, A, A, A]
-    assert model.rows_per_step[0] == 4  # 2 sentences x beam 2
+    assert model.rows_per_step[:2] == [2, 4]  # one row per sentence, then 2 x beam 2
     assert max(model.rows_per_step[2:]) == 2  # sentence 0 is gone
+
+
+def test_a_beam_wider_than_half_the_vocabulary_fills_up_with_rare_tokens():
+    """beam 5 over 8 tokens (5 allowed): the first step, one row per sentence, has fewer
+    than 2 x beam candidates; the rest are dead and never finish."""
+    model, [nbest] = run(short_or_long, beam=5, nbest=5, length_penalty=1.0)
+    assert [h.tokens for h in nbest[:2]] == [[A], []]
+    assert sorted(h.tokens[0] for h in nbest[2:]) == [1, B, C]  # unk, B, C: all rare
+    assert all(h.score == pytest.approx(math.log(RARE) / 2) for h in nbest[2:])
+    assert model.rows_per_step[:2] == [1, 5]
 
 
 def test_no_repeat_ngram_blocks_repeats():
