@@ -50,8 +50,7 @@ def batches_of(order: list[int], size: int) -> list[list[int]]:
 
 def ours(translator: Translator, sources: list[list[int]], batch: list[int]) -> list[list[int]]:
     src = pad_rows([sources[i] for i in batch], [], [EOS_ID])
-    with translator.autocast():
-        found = search(translator.model, src, src == PAD_ID, translator.decode)
+    found = search(translator.model, src, src == PAD_ID, translator.decode)
     return [nbest[0].tokens for nbest in found]
 
 

@@ -1,9 +1,10 @@
 """The model a translator decodes with: a copy of the trained model whose weights are prepared
 once for inference, so that no decoding step pays for it again.
 
-- Low precision (bf16/fp16): the linear layers hold `dtype` weights. Under autocast this
-  computes exactly what the float32 model computes (autocast would cast the same weights at
-  every call: a model's worth of copying per batch, and per step for the output layer).
+- Low precision (bf16/fp16): the linear layers hold `dtype` weights and cast their inputs to
+  `dtype`; everything else stays float32. Without autocast this computes exactly what autocast
+  computes on the float32 model (tested), minus autocast's casting of every weight at every
+  call: a model's worth of copying per batch, and per step for the output layer.
 - On CPU the `dtype` weights are also packed once into oneDNN's blocked layout: PyTorch's bf16
   `F.linear` re-lays the weight out at every call, which at the decoder's row counts costs up
   to as much as the product itself. The results are bit-identical (tested); a ReLU is fused
@@ -58,8 +59,8 @@ def stacked_qkv(attention: MultiHeadAttention) -> nn.Linear:
 class LowPrecisionLinear(nn.Module):
     """y = act(x W^T + b) computed in `dtype` from weights converted (and on CPU packed) once.
 
-    Inputs in another dtype (float32 activations under autocast) are cast first, as autocast
-    casts them for `F.linear`. Not for training: the weights are constants.
+    Inputs in another dtype (the float32 activations) are cast first, as autocast casts them
+    for `F.linear`. Not for training: the weights are constants.
     """
 
     def __init__(

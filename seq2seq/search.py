@@ -30,6 +30,7 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig, LengthPenalty, SearchStrategy
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.layers import autocast_off
 from seq2seq.model import Transformer
 
 
@@ -112,7 +113,7 @@ class NextToken:
         if self.logits.dtype == torch.float32:
             return top_log_probs, top_tokens
         weights = F.embedding(top_tokens, self.output_layer.weight.float())  # (rows, k, d_model)
-        with torch.autocast(self.hidden.device.type, enabled=False):  # exact: float32
+        with autocast_off(self.hidden.device.type):  # exact: float32
             exact = torch.linalg.vecdot(weights, self.hidden.float()[:, None, :])  # (rows, k)
         shift = exact - self.logits.gather(1, top_tokens).float()
         shift = shift.masked_fill(top_log_probs == float("-inf"), 0.0)  # forbidden stay so

@@ -7,7 +7,6 @@ detokenise, and return the translations in input order.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -75,7 +74,7 @@ def parse_precision(name: str | Precision, device: torch.device) -> Precision:
     return precision
 
 
-AUTOCAST_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
+LOW_PRECISION_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
 
 
 class Translator:
@@ -92,7 +91,7 @@ class Translator:
         self.device = torch.device(device)
         self.precision = parse_precision(precision, self.device)
         model = model.to(self.device).eval()
-        low = AUTOCAST_DTYPES.get(self.precision)
+        low = LOW_PRECISION_DTYPES.get(self.precision)
         self.model = model if low is None else inference_copy(model, low)
         self.tokenizer = tokenizer
         self.decode = decode
@@ -174,8 +173,7 @@ class Translator:
         results: list[list[Hypothesis]] = [[] for _ in sources]
         for batch in token_budget_batches(order, sizes, self.decode.max_tokens):
             src = pad_rows([sources[i] for i in batch], [], [EOS_ID]).to(self.device)
-            with self.autocast():
-                found = search(self.model, src, src == PAD_ID, self.decode)
+            found = search(self.model, src, src == PAD_ID, self.decode)
             for i, nbest in zip(batch.tolist(), found, strict=True):
                 results[i] = nbest
         return results
@@ -186,11 +184,6 @@ class Translator:
             return ids
         self.truncated += 1
         return ids[: self.max_source_tokens]
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == Precision.fp32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
 
 
 def translate_encoded(
