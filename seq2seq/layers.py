@@ -146,24 +146,15 @@ class MultiHeadAttention(nn.Module):
         values: Tensor,
         attn_mask: Tensor | None = None,
         causal: bool = False,
+        queries: Tensor | None = None,
     ) -> Tensor:
         """Attend from `query` (batch, q_len, d_model) to projected keys/values.
 
         attn_mask: boolean, True where attention is allowed, broadcastable to
         (batch, heads, q_len, k_len). causal: hide keys after each query's own position.
+        queries: `query` already projected, (batch, heads, q_len, d_head), from `project_qkv`.
         """
-        return self.attend(self.split_heads(self.q_proj(query)), keys, values, attn_mask, causal)
-
-    def attend(
-        self,
-        q: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        attn_mask: Tensor | None = None,
-        causal: bool = False,
-    ) -> Tensor:
-        """`forward` from projected queries q (batch, heads, q_len, d_head): (batch, q_len,
-        d_model)."""
+        q = self.split_heads(self.q_proj(query)) if queries is None else queries
         q_len, k_len = q.shape[2], keys.shape[2]
         is_causal = False
         if causal and q_len > 1:  # a single newest query may see every cached key
@@ -283,9 +274,12 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, src_attn_mask: Tensor | None) -> Tensor:
         """x: (batch, src_len, d_model); src_attn_mask: (batch, 1, 1, src_len) or None."""
-        x = self.self_attn_block(
-            x, lambda h: self.self_attn.attend(*self.self_attn.project_qkv(h), src_attn_mask)
-        )
+
+        def self_attention(h: Tensor) -> Tensor:
+            queries, keys, values = self.self_attn.project_qkv(h)
+            return self.self_attn(h, keys, values, attn_mask=src_attn_mask, queries=queries)
+
+        x = self.self_attn_block(x, self_attention)
         return self.ffn_block(x, self.ffn)
 
 
@@ -320,7 +314,7 @@ class DecoderLayer(nn.Module):
             queries, keys, values = self.self_attn.project_qkv(h)
             if cache is not None:
                 keys, values = cache.extend_self_attention(keys, values)
-            return self.self_attn.attend(queries, keys, values, causal=True)
+            return self.self_attn(h, keys, values, causal=True, queries=queries)
 
         def cross_attention(h: Tensor) -> Tensor:
             rows, length, width = h.shape

@@ -100,6 +100,28 @@ def test_beams_sharing_cross_attention_state_decode_like_separate_rows(architect
     assert grouped.groups == 2  # the middle sentence was dropped
 
 
+def test_widening_one_row_per_sentence_to_its_beams_after_a_step_decodes_like_separate_rows():
+    """Beam search's first step: one row per sentence, then reorder(index, group_size=beam)
+    repeats each row for its beams (and here drops the middle sentence)."""
+    model = tiny_model()
+    src, src_pad_mask, _ = padded_batch()  # 3 sentences
+    beam = 3
+    first = random_tokens(3, 1, seed=45)[:, 0]
+    later = random_tokens(2 * beam, 3, seed=46)  # the kept sentences' beams
+    kept = torch.tensor([0, 2]).repeat_interleave(beam)  # rows of the 3-row first step
+    grouped = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
+    separate = model.init_cache(model.encode(src[kept], src_pad_mask[kept]), src_pad_mask[kept])
+    with torch.no_grad():
+        model.decode_step(first, grouped)
+        model.decode_step(first[kept], separate)
+        grouped.reorder(kept, group_size=beam)
+        assert (grouped.groups, grouped.group_size) == (2, beam)
+        for step in range(3):
+            expected = model.decode_step(later[:, step], separate)
+            actual = model.decode_step(later[:, step], grouped)
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
 def test_cache_grows_by_one_position_per_step_and_keeps_cross_attention_fixed():
     model = tiny_model()
     src, src_pad_mask, tgt = padded_batch()
