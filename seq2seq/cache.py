@@ -111,14 +111,6 @@ class DecoderCache:
     def groups(self) -> int:
         return self.layers[0].cross_keys.shape[0]
 
-    def expand(self, group_size: int) -> None:
-        """Give every source `group_size` rows, copies of its one row so far."""
-        if self.group_size != 1:
-            raise RuntimeError("expand() needs one row per source")
-        device = self.layers[0].cross_keys.device
-        rows = torch.arange(self.groups, device=device).repeat_interleave(group_size)
-        self.reorder(rows, group_size)
-
     def reorder(self, index: Tensor, group_size: int | None = None) -> None:
         """Keep rows `index` (1-D, long) in that order: select, repeat or permute beams, drop
         finished sentences. The new rows come in groups of `group_size` (default: unchanged;

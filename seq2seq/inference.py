@@ -18,13 +18,14 @@ A float32 translator decodes with the model itself: float32 is the reference.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.config import Activation
-from seq2seq.layers import FeedForward, MultiHeadAttention
+from seq2seq.layers import ACTIVATIONS, FeedForward, MultiHeadAttention
 from seq2seq.model import Transformer
 
 
@@ -81,15 +82,13 @@ class LowPrecisionLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.to(self.dtype)
-        if not self.pack:
-            y = F.linear(x, self.weight, self.bias)
-        elif self.activation == Activation.relu:  # fused: ReLU commutes with the rounding
+        if self.pack and self.activation == Activation.relu:  # fused: commutes with rounding
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "relu", [None], "")
-        else:  # not GELU: oneDNN applies it before the rounding to `dtype`, F.gelu after
+        if self.pack:  # GELU is not fused: oneDNN applies it before the rounding to `dtype`
             y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        if self.activation is None:
-            return y
-        return F.relu(y) if self.activation == Activation.relu else F.gelu(y)
+        else:
+            y = F.linear(x, self.weight, self.bias)
+        return y if self.activation is None else ACTIVATIONS[self.activation](y)
 
     def dense_weight(self) -> Tensor:
         """The (out_features, in_features) `dtype` weight, unpacked."""
@@ -103,6 +102,7 @@ class LowPrecisionLinear(nn.Module):
         )
 
 
+@functools.cache
 def packing_works(dtype: torch.dtype) -> bool:
     """Whether this PyTorch build packs `dtype` linear layers for oneDNN: a private operator,
     so it is checked on a tiny product against `F.linear` rather than trusted."""

@@ -75,7 +75,7 @@ def test_cache_reorder_moves_every_state_with_its_row(architecture):
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: "-".join(a.values()))
 def test_beams_sharing_cross_attention_state_decode_like_separate_rows(architecture):
-    """expand(k) keeps one cross-attention state per sentence for its k beams; the logits
+    """Groups of k rows keep one cross-attention state per sentence for its k beams; the logits
     equal those of k independent copies, also after beams are reordered and a sentence is
     dropped."""
     model = tiny_model(**architecture)
@@ -85,7 +85,7 @@ def test_beams_sharing_cross_attention_state_decode_like_separate_rows(architect
     tokens = random_tokens(6, 5, seed=44)
     reorders = {2: torch.tensor([1, 1, 2, 3, 4, 5]), 3: torch.tensor([0, 1, 4, 5])}
     grouped = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
-    grouped.expand(beam)
+    grouped.reorder(rows, group_size=beam)  # each sentence's one row becomes its beams
     separate = model.init_cache(model.encode(src[rows], src_pad_mask[rows]), src_pad_mask[rows])
     with torch.no_grad():
         for step in range(5):
