@@ -36,7 +36,7 @@ from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.export import to_marian
 from seq2seq.metrics import corpus_scores
 from seq2seq.search import NextToken, search
-from seq2seq.translate import Translator
+from seq2seq.translate import Translator, map_in_threads, threads_shared_by
 
 
 def read_gz(path: Path) -> list[str]:
@@ -52,6 +52,17 @@ def ours(translator: Translator, sources: list[list[int]], batch: list[int]) -> 
     src = pad_rows([sources[i] for i in batch], [], [EOS_ID])
     found = search(translator.model, src, src == PAD_ID, translator.decode)
     return [nbest[0].tokens for nbest in found]
+
+
+def in_workers(translate: Callable, workers: int) -> Callable:
+    """A system that decodes `workers` batches at once, each in its own thread with its share
+    of the torch threads (seq2seq's `decode.workers`, applied to any system)."""
+
+    def run(batches: list[list[int]]):
+        with threads_shared_by(workers):
+            yield from map_in_threads(translate, batches, workers)
+
+    return run
 
 
 def unrescored(translate):
@@ -114,11 +125,12 @@ def ct2(engine, translator: Translator, sources, batch: list[int], cfg: DecodeCo
     return [[target.piece_to_id(p) for p in r.hypotheses[0]] for r in found]
 
 
-def timed(translate, batches: list[list[int]]) -> tuple[float, dict[int, list[int]]]:
+def timed(translate_all, batches: list[list[int]]) -> tuple[float, dict[int, list[int]]]:
+    """Seconds for translate_all(batches) (an iterable of each batch's outputs) and the outputs."""
     outputs: dict[int, list[int]] = {}
     start = time.perf_counter()
-    for batch in batches:
-        for i, tokens in zip(batch, translate(batch), strict=True):
+    for batch, found in zip(batches, translate_all(batches), strict=True):
+        for i, tokens in zip(batch, found, strict=True):
             outputs[i] = tokens
     return time.perf_counter() - start, outputs
 
@@ -126,10 +138,20 @@ def timed(translate, batches: list[list[int]]) -> tuple[float, dict[int, list[in
 SYSTEMS = ["seq2seq", "seq2seq_bf16", "hf_generate"]
 ABLATION = ["seq2seq_bf16_unrescored"]
 CT2 = ["ct2_float32", "ct2_int8"]
+WORKERS = ["seq2seq_bf16_workers", "hf_generate_workers"]
 
 
 def build_system(name: str, translator: Translator, sources, args) -> Callable:
-    """`name`'s translate(batch) -> output ids; only what that system needs is loaded."""
+    """`name`'s translate_all(batches) -> each batch's output ids; only what that system needs
+    is loaded. `*_workers` systems decode `--workers` batches at once."""
+    translate = build_translate(name.removesuffix("_workers"), translator, sources, args)
+    if name.endswith("_workers"):
+        return in_workers(translate, args.workers)
+    return lambda batches: map(translate, batches)
+
+
+def build_translate(name: str, translator: Translator, sources, args) -> Callable:
+    """`name`'s translate(batch) -> output ids."""
     cfg = translator.decode
     if name == "seq2seq":
         return lambda b: ours(translator, sources, b)
@@ -188,6 +210,9 @@ def main() -> None:
     parser.add_argument(
         "--ablation", action="store_true", help="also bf16 without the exact re-scoring"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="above 1: also ours and HF's with N workers"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/s2s-decode-bench"))
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: this system
     parser.add_argument("--batching", help=argparse.SUPPRESS)  # child process: batch_64/batch_1
@@ -198,9 +223,11 @@ def main() -> None:
     translator, _, batches = setup(args)
     references = read_gz(args.multi30k / "test_2016_flickr.de.gz")
     systems = SYSTEMS + (ABLATION if args.ablation else []) + (CT2 if args.ct2 else [])
+    systems += WORKERS if args.workers > 1 else []
     results: dict = {
         "machine": platform.machine(),
         "threads": args.threads,
+        "workers": args.workers,
         "torch": torch.__version__,
         "sentences": len(references),
         "beam": translator.decode.beam,

@@ -313,11 +313,12 @@ class DecodeConfig:
     top_p: float = 1.0  # sampling: keep the smallest set with this much probability
     seed: int = 0  # sampling: random seed
     max_tokens: int = 8192  # source tokens per batch, padding included
+    workers: int = 1  # CPU: batches decoded at once, each by one thread (torch threads split)
 
     def __post_init__(self) -> None:
         self.strategy = SearchStrategy(self.strategy)
         self.length_penalty_form = LengthPenalty(self.length_penalty_form)
-        for name in ("beam", "nbest", "max_tokens"):
+        for name in ("beam", "nbest", "max_tokens", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"decode.{name} must be at least 1, got {getattr(self, name)}")
         if self.nbest > 1 and self.strategy != SearchStrategy.beam:

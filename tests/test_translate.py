@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 from helpers import assert_one_line_error, installed_script, random_tokens, run_command, tiny_model
 
 from seq2seq.config import DecodeConfig, Precision
-from seq2seq.translate import Translator
+from seq2seq.translate import Translator, map_in_threads
 
 pytestmark = pytest.mark.slow
 
@@ -274,3 +275,44 @@ def test_a_bf16_translator_keeps_the_output_layer_in_both_precisions():
     assert output.weight.dtype == torch.float32  # the re-scoring of the top candidates
     assert torch.equal(low_weight, output.weight.to(torch.bfloat16))
     assert output.weight is low.decoder.embedder.embed_tokens.weight  # still tied
+
+
+def test_workers_decode_batches_side_by_side_with_the_same_results():
+    model = tiny_model()
+    sources = [random_tokens(1, n, seed=n)[0].tolist() for n in (3, 9, 5, 12, 4, 7, 6)]
+    one = DecodeConfig(beam=3, max_tokens=16)  # several batches
+    two = DecodeConfig(beam=3, max_tokens=16, workers=2)
+    threads = torch.get_num_threads()
+    alone = Translator(model, None, one, "cpu").search_ids(sources)
+    side_by_side = Translator(model, None, two, "cpu").search_ids(sources)
+    assert [[(h.tokens, h.score) for h in n] for n in side_by_side] == [
+        [(h.tokens, h.score) for h in n] for n in alone
+    ]
+    assert torch.get_num_threads() == threads  # the share per worker was given back
+
+
+def test_translate_with_two_workers_from_the_command_line(toy_run):
+    stdin = "\n".join(LINES) + "\n"
+    args = ("seq2seq-translate", f"run={toy_run}", "decode.max_tokens=8")  # several batches
+    one = run(*args, stdin=stdin)
+    two = run(*args, "decode.workers=2", stdin=stdin)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout == one.stdout
+
+
+def test_map_in_threads_keeps_order_raises_and_stops_when_the_caller_stops():
+    assert list(map_in_threads(lambda x: x * x, list(range(20)), 3)) == [x * x for x in range(20)]
+    with pytest.raises(ZeroDivisionError):
+        list(map_in_threads(lambda x: 1 / x, [1, 0, 2], 2))
+    done: list[int] = []
+
+    def slow(x: int) -> int:
+        time.sleep(0.02)
+        done.append(x)
+        return x
+
+    results = map_in_threads(slow, list(range(100)), 2)
+    assert next(results) == 0
+    results.close()  # the caller stops: the workers finish what they hold and take no more
+    time.sleep(0.2)
+    assert len(done) <= 4
