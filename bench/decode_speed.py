@@ -36,7 +36,8 @@ from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.export import to_marian
 from seq2seq.metrics import corpus_scores
 from seq2seq.search import NextToken, search
-from seq2seq.translate import Translator, map_in_threads, threads_shared_by
+from seq2seq.translate import Translator
+from seq2seq.workers import map_in_workers
 
 
 def read_gz(path: Path) -> list[str]:
@@ -52,17 +53,6 @@ def ours(translator: Translator, sources: list[list[int]], batch: list[int]) -> 
     src = pad_rows([sources[i] for i in batch], [], [EOS_ID])
     found = search(translator.model, src, src == PAD_ID, translator.decode)
     return [nbest[0].tokens for nbest in found]
-
-
-def in_workers(translate: Callable, workers: int) -> Callable:
-    """A system that decodes `workers` batches at once, each in its own thread with its share
-    of the torch threads (seq2seq's `decode.workers`, applied to any system)."""
-
-    def run(batches: list[list[int]]):
-        with threads_shared_by(workers):
-            yield from map_in_threads(translate, batches, workers)
-
-    return run
 
 
 def unrescored(translate):
@@ -146,7 +136,7 @@ def build_system(name: str, translator: Translator, sources, args) -> Callable:
     is loaded. `*_workers` systems decode `--workers` batches at once."""
     translate = build_translate(name.removesuffix("_workers"), translator, sources, args)
     if name.endswith("_workers"):
-        return in_workers(translate, args.workers)
+        return lambda batches: map_in_workers(translate, batches, args.workers)
     return lambda batches: map(translate, batches)
 
 

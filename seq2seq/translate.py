@@ -7,15 +7,10 @@ detokenise, and return the translations in input order.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,10 +25,9 @@ from seq2seq.inference import inference_copy
 from seq2seq.model import Transformer
 from seq2seq.search import Hypothesis, search
 from seq2seq.tokenizer import Tokenizer
+from seq2seq.workers import map_in_workers
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -102,6 +96,8 @@ class Translator:
         self.model = model if low is None else inference_copy(model, low)
         self.tokenizer = tokenizer
         self.decode = decode
+        if decode.workers > 1 and self.device.type != "cpu":
+            log.info("decode.workers is for CPU: on %s batches are decoded one at a time", device)
         self.max_source_tokens = model.cfg.max_positions - 1  # room for eos
         self.truncated = 0  # input lines cut to the model's maximum length so far
 
@@ -185,13 +181,14 @@ class Translator:
                 results[i] = nbest
         return results
 
-    def search_batches(self, batches: list[list[list[int]]]) -> Iterator[list[list[Hypothesis]]]:
-        """n-best lists for each batch of sources (ids without eos), batch by batch in order.
+    def search_batches(self, batches: list[list[list[int]]]) -> list[list[list[Hypothesis]]]:
+        """n-best lists for each batch of sources (ids without eos), in order.
 
         On CPU `decode.workers` batches are decoded at once, each by its own thread with its
-        share of the torch threads: a decoding step is many small operations, which two cores
-        run faster side by side (one batch each) than together (half of each operation each).
-        Results do not depend on it: every sentence is decoded independently of its batch.
+        share of the torch threads (`seq2seq.workers`): a decoding step is many small
+        operations, which two cores run faster side by side (one batch each) than together
+        (half of each operation each). Results do not depend on it: every sentence is decoded
+        independently of its batch.
         """
 
         def decode(batch: list[list[int]]) -> list[list[Hypothesis]]:
@@ -200,10 +197,8 @@ class Translator:
 
         workers = min(self.decode.workers, len(batches)) if self.device.type == "cpu" else 1
         if workers <= 1:
-            yield from map(decode, batches)
-            return
-        with threads_shared_by(workers):
-            yield from map_in_threads(decode, batches, workers)
+            return [decode(batch) for batch in batches]
+        return map_in_workers(decode, batches, workers)
 
     def fit_positions(self, ids: list[int]) -> list[int]:
         """Truncate a source longer than the model's positions (counted in `truncated`)."""
@@ -211,47 +206,6 @@ class Translator:
             return ids
         self.truncated += 1
         return ids[: self.max_source_tokens]
-
-
-@contextlib.contextmanager
-def threads_shared_by(workers: int) -> Iterator[None]:
-    """Give each of `workers` concurrent decoders an equal share of the torch threads (the
-    setting is global: restored on exit)."""
-    total = torch.get_num_threads()
-    torch.set_num_threads(max(1, total // workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(total)
-
-
-def map_in_threads(function: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
-    """function(item) for each item, in order, computed by `workers` threads. They are daemon
-    threads that take no new item once the caller stops: Ctrl-C need not wait for them."""
-    futures: list[Future] = [Future() for _ in items]
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    for pair in enumerate(items):
-        todo.put(pair)
-    stop = threading.Event()
-
-    def work() -> None:
-        while not stop.is_set():
-            try:
-                i, item = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                futures[i].set_result(function(item))
-            except BaseException as error:  # handed to the caller by `result()`
-                futures[i].set_exception(error)
-
-    for _ in range(workers):
-        threading.Thread(target=work, daemon=True).start()
-    try:
-        for future in futures:
-            yield future.result()
-    finally:
-        stop.set()
 
 
 def translate_encoded(

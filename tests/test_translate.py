@@ -6,15 +6,16 @@ import json
 import os
 import shutil
 import subprocess
-import time
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import assert_one_line_error, installed_script, random_tokens, run_command, tiny_model
 
+from seq2seq import translate
 from seq2seq.config import DecodeConfig, Precision
-from seq2seq.translate import Translator, map_in_threads
+from seq2seq.translate import Translator
 
 pytestmark = pytest.mark.slow
 
@@ -277,18 +278,39 @@ def test_a_bf16_translator_keeps_the_output_layer_in_both_precisions():
     assert output.weight is low.decoder.embedder.embed_tokens.weight  # still tied
 
 
-def test_workers_decode_batches_side_by_side_with_the_same_results():
+def test_workers_decode_batches_side_by_side_with_the_same_results(monkeypatch):
     model = tiny_model()
     sources = [random_tokens(1, n, seed=n)[0].tolist() for n in (3, 9, 5, 12, 4, 7, 6)]
     one = DecodeConfig(beam=3, max_tokens=16)  # several batches
     two = DecodeConfig(beam=3, max_tokens=16, workers=2)
-    threads = torch.get_num_threads()
-    alone = Translator(model, None, one, "cpu").search_ids(sources)
-    side_by_side = Translator(model, None, two, "cpu").search_ids(sources)
-    assert [[(h.tokens, h.score) for h in n] for n in side_by_side] == [
-        [(h.tokens, h.score) for h in n] for n in alone
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as validation in bf16 runs it
+        expected = Translator(model, None, one, "cpu").search_ids(sources)
+
+    together = threading.Barrier(2, timeout=30)  # two batches must be in flight at once
+    seen: list[tuple[int, int, bool]] = []  # (thread, torch threads, autocast) per batch
+    search = translate.search
+
+    def search_beside_another(*args):
+        state = torch.get_num_threads(), torch.is_autocast_enabled("cpu")
+        seen.append((threading.get_ident(), *state))
+        if len(seen) <= 2:
+            together.wait()
+        return search(*args)
+
+    monkeypatch.setattr(translate, "search", search_beside_another)
+    torch.set_num_threads(2)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            found = Translator(model, None, two, "cpu").search_ids(sources)
+        assert torch.get_num_threads() == 2  # the share per worker was given back
+    finally:
+        torch.set_num_threads(1)
+    assert len({thread for thread, _, _ in seen}) == 2
+    assert {share for _, share, _ in seen} == {1}
+    assert {autocast for _, _, autocast in seen} == {True}  # the caller's autocast carried over
+    assert [[(h.tokens, h.score) for h in n] for n in found] == [
+        [(h.tokens, h.score) for h in n] for n in expected
     ]
-    assert torch.get_num_threads() == threads  # the share per worker was given back
 
 
 def test_translate_with_two_workers_from_the_command_line(toy_run):
@@ -298,21 +320,3 @@ def test_translate_with_two_workers_from_the_command_line(toy_run):
     two = run(*args, "decode.workers=2", stdin=stdin)
     assert two.returncode == 0, two.stderr
     assert two.stdout == one.stdout
-
-
-def test_map_in_threads_keeps_order_raises_and_stops_when_the_caller_stops():
-    assert list(map_in_threads(lambda x: x * x, list(range(20)), 3)) == [x * x for x in range(20)]
-    with pytest.raises(ZeroDivisionError):
-        list(map_in_threads(lambda x: 1 / x, [1, 0, 2], 2))
-    done: list[int] = []
-
-    def slow(x: int) -> int:
-        time.sleep(0.02)
-        done.append(x)
-        return x
-
-    results = map_in_threads(slow, list(range(100)), 2)
-    assert next(results) == 0
-    results.close()  # the caller stops: the workers finish what they hold and take no more
-    time.sleep(0.2)
-    assert len(done) <= 4
