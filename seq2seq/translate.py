@@ -96,7 +96,8 @@ class Translator:
         self.model = model if low is None else inference_copy(model, low)
         self.tokenizer = tokenizer
         self.decode = decode
-        if decode.workers > 1 and self.device.type != "cpu":
+        self.workers = decode.workers if self.device.type == "cpu" else 1  # batches at once
+        if self.workers < decode.workers:
             log.info("decode.workers is for CPU: on %s batches are decoded one at a time", device)
         self.max_source_tokens = model.cfg.max_positions - 1  # room for eos
         self.truncated = 0  # input lines cut to the model's maximum length so far
@@ -195,7 +196,7 @@ class Translator:
             src = pad_rows(batch, [], [EOS_ID]).to(self.device)
             return search(self.model, src, src == PAD_ID, self.decode)
 
-        workers = min(self.decode.workers, len(batches)) if self.device.type == "cpu" else 1
+        workers = min(self.workers, len(batches))
         if workers <= 1:
             return [decode(batch) for batch in batches]
         return map_in_workers(decode, batches, workers)
