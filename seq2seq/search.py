@@ -32,6 +32,7 @@ from seq2seq.config import DecodeConfig, LengthPenalty, SearchStrategy
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
 from seq2seq.layers import autocast_off
 from seq2seq.model import Transformer
+from seq2seq.topk import TopK, row_topk
 
 
 @dataclass
@@ -98,6 +99,7 @@ class NextToken:
     logits: Tensor  # (rows, vocab) in bf16/fp16 (`top` re-scores them); float32: = log_probs
     hidden: Tensor  # (rows, d_model) the decoder state the logits came from
     output_layer: torch.nn.Module  # hidden -> logits (its weight: (vocab, d_model))
+    select: TopK  # (x, k) -> the k largest of each row and their indices (`seq2seq.topk`)
 
     def top(self, k: int) -> tuple[Tensor, Tensor]:
         """The k most probable tokens of each row (rows, k) and their log-probabilities.
@@ -109,7 +111,7 @@ class NextToken:
         log p'(t) = log p(t) + d_t - log(1 + sum_k p(k) (exp(d_k) - 1)),  d = z' - z.
         The other tokens keep their rounded logits (they only enter through the normaliser).
         """
-        top_log_probs, top_tokens = self.log_probs.topk(k, dim=1)
+        top_log_probs, top_tokens = self.select(self.log_probs, k)
         if self.logits.dtype == torch.float32:
             return top_log_probs, top_tokens
         weights = F.embedding(top_tokens, self.output_layer.weight.float())  # (rows, k, d_model)
@@ -147,6 +149,7 @@ def next_token(
     at_limit: Tensor,
     cfg: DecodeConfig,
     buffer: LogProbBuffer,
+    select: TopK,
 ) -> NextToken:
     """log p(token | source, prefix) for the position after `tokens[:, -1]`, forbidden tokens
     at -inf (`constrain`, `ban_repeated_ngrams`). One fused log_softmax pass: on CPU it costs
@@ -158,7 +161,7 @@ def next_token(
     torch.log_softmax(log_probs, dim=-1, out=log_probs)  # in place: one (rows, vocab) less
     constrain(log_probs, step, at_limit, cfg)
     ban_repeated_ngrams(log_probs, tokens, cfg.no_repeat_ngram)
-    return NextToken(log_probs, logits, hidden, model.output_projection)
+    return NextToken(log_probs, logits, hidden, model.output_projection, select)
 
 
 # --------------------------------------------------------------------------- one path per input
@@ -181,10 +184,10 @@ def single_path_search(
     token_scores = torch.zeros(batch, steps, device=device)
     active = torch.arange(batch, device=device)  # rows of the batch still decoding
     tokens = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
-    buffer = LogProbBuffer()
+    buffer, select = LogProbBuffer(), row_topk(cfg.fast_topk, device)
     for step in range(steps):
         at_limit = step >= max_lengths[active]
-        prediction = next_token(model, tokens, cache, step, at_limit, cfg, buffer)
+        prediction = next_token(model, tokens, cache, step, at_limit, cfg, buffer, select)
         chosen, chosen_log_probs = choose(prediction)
         output[active, step] = chosen
         token_scores[active, step] = chosen_log_probs
@@ -274,11 +277,11 @@ def beam_search(
     token_scores = torch.zeros(batch, 0, device=device)  # (rows, step)
     scores = torch.zeros(batch, 1, device=device)  # (active, width) cumulative log-probabilities
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    buffer = LogProbBuffer()
+    buffer, select = LogProbBuffer(), row_topk(cfg.fast_topk, device)
     for step in range(int(max_lengths.max()) + 1):
         active, width = scores.shape  # width: rows per sentence (1, then beam)
         at_limit = (step >= max_lengths[sentences]).repeat_interleave(width)
-        prediction = next_token(model, tokens, cache, step, at_limit, cfg, buffer)
+        prediction = next_token(model, tokens, cache, step, at_limit, cfg, buffer, select)
         # a sentence's best 2 * beam continuations are among each beam's best 2 * beam tokens
         k = min(2 * beam, prediction.log_probs.shape[-1])
         top_log_probs, top_tokens = prediction.top(k)  # (active * width, k)
@@ -286,7 +289,7 @@ def beam_search(
         padded = candidates.shape[1] < 2 * beam  # a vocabulary below 2 x beam, first step
         if padded:
             candidates = F.pad(candidates, (0, 2 * beam - width * k), value=float("-inf"))
-        cand_scores, cand_ids = candidates.topk(2 * beam, dim=1)  # (active, 2 * beam)
+        cand_scores, cand_ids = select(candidates, 2 * beam)  # (active, 2 * beam)
         if padded:  # the padding: dead (-inf) copies of a real candidate
             cand_ids = cand_ids.clamp(max=width * k - 1)
         cand_beams = cand_ids // k

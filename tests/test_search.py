@@ -21,6 +21,7 @@ from seq2seq.search import (
     sample_search,
     search,
 )
+from seq2seq.topk import torch_topk
 
 A, B, C = 4, 5, 6  # ordinary tokens of the scripted vocabulary
 VOCAB = 8
@@ -308,7 +309,7 @@ def test_under_bf16_the_top_candidates_are_rescored_in_float32():
             logits = layer(hidden)
             assert logits.dtype == torch.bfloat16
             log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
-            rescored, tokens = NextToken(log_probs, logits, hidden, layer).top(5)
+            rescored, tokens = NextToken(log_probs, logits, hidden, layer, torch_topk).top(5)
     rounded_error = (log_probs.gather(1, tokens) - exact.gather(1, tokens)).abs().max()
     rescored_error = (rescored - exact.gather(1, tokens)).abs().max()
     assert rounded_error > 0.02, rounded_error
