@@ -7,6 +7,7 @@ line are reported in one line with exit status 2, never with a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
@@ -411,14 +412,18 @@ def translate_main() -> None:
             run_dir, args["checkpoint"], args["device"], decode, args["precision"]
         )
         write_translations(translator, args)
-        if translator.truncated:
-            print(
-                f"warning: {translator.truncated} input line(s) longer than "
-                f"{translator.max_source_tokens} tokens were truncated",
-                file=sys.stderr,
-            )
+        warn_about_truncation(translator)
 
     exit_on_user_error(job)
+
+
+def warn_about_truncation(translator) -> None:
+    if translator.truncated:
+        print(
+            f"warning: {translator.truncated} input line(s) longer than "
+            f"{translator.max_source_tokens} tokens were truncated",
+            file=sys.stderr,
+        )
 
 
 def write_translations(translator, args: dict[str, str]) -> None:
@@ -427,6 +432,8 @@ def write_translations(translator, args: dict[str, str]) -> None:
     translations = translator.translate_stream(lines, chunk_size=positive_int(args, "chunk"))
     nbest = translator.decode.nbest
     if args["output"] == "-":
+        if hasattr(sys.stdout, "reconfigure"):  # UTF-8 like the input, whatever the locale
+            sys.stdout.reconfigure(encoding="utf-8")
         for index, translation in enumerate(translations):
             sys.stdout.write(format_translation(index, translation, nbest))
         sys.stdout.flush()
@@ -439,14 +446,44 @@ def write_translations(translator, args: dict[str, str]) -> None:
         stream = open(temporary, "w", encoding="utf-8")  # noqa: SIM115
     except OSError as error:
         raise UserError(f"cannot write {output}: {error.strerror}") from None
+    written = 0
     try:
-        with stream:
-            progress = tqdm(translations, unit=" sentences", file=sys.stderr, disable=None)
-            for index, translation in enumerate(progress):
-                stream.write(format_translation(index, translation, nbest))
+        with stream, progress_bar(translator):
+            for written, translation in enumerate(translations, start=1):
+                stream.write(format_translation(written - 1, translation, nbest))
         os.replace(temporary, output)
+    except BaseException:
+        keep_partial_output(temporary, output, written)
+        raise
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def progress_bar(translator) -> Iterator[None]:
+    """A progress bar on stderr (when it is a terminal), advanced after every batch."""
+    with tqdm(unit=" sentences", file=sys.stderr, disable=None, smoothing=0.1) as bar:
+        translator.progress = bar.update
+        try:
+            yield
+        finally:
+            translator.progress = None
+
+
+def keep_partial_output(temporary: Path, output: Path, written: int) -> None:
+    """After a failure or Ctrl-C, the translations finished so far stay in <output>.partial."""
+    if written == 0 or not temporary.is_file():
+        return
+    partial = output.with_name(f"{output.name}.partial")
+    os.replace(temporary, partial)
+    print(f"stopped: the first {written} translation(s) are in {partial}", file=sys.stderr)
+
+
+def parse_bool(args: dict[str, str], key: str) -> bool:
+    value = args[key].lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise UserError(f"{key} must be true or false, got '{args[key]}'")
+    return value in ("true", "1", "yes")
 
 
 def positive_int(args: dict[str, str], key: str) -> int:
@@ -499,7 +536,7 @@ def evaluate_main() -> None:
         unknown = [m for m in metrics if m not in ("bleu", "chrf", "ter")]
         if unknown:
             raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from bleu, chrf, ter")
-        lowercase = args["lowercase"].lower() in ("true", "1", "yes")
+        lowercase = parse_bool(args, "lowercase")
         for score in run_evaluation(args, decode_args, metrics, lowercase).values():
             print(format_score(score))
 
@@ -510,6 +547,7 @@ def run_evaluation(
     args: dict[str, str], decode_args: list[str], metrics: tuple[str, ...], lowercase: bool
 ) -> dict:
     from seq2seq.evaluate import (
+        check_langpair,
         evaluate_split,
         read_text_lines,
         sacrebleu_test_set,
@@ -520,7 +558,10 @@ def run_evaluation(
 
     given = {k for k, v in args.items() if v != "-"}
     if {"hyp", "ref"} <= given and "run" not in given:
-        return score_files(Path(args["hyp"]), Path(args["ref"]), metrics, lowercase)
+        hyp = Path(args["hyp"])
+        out_dir = Path(args["out"]) if "out" in given else hyp.parent
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return score_files(hyp, Path(args["ref"]), metrics, lowercase, out_dir)
     if "run" not in given:
         raise UserError(
             "give hyp=<file> ref=<file>, or run=<run dir> with src=+ref=, split= "
@@ -547,26 +588,26 @@ def run_evaluation(
             verbose=False,
         )
     if {"src", "ref"} <= given:
-        sources, references = read_text_lines(Path(args["src"])), read_text_lines(Path(args["ref"]))
+        sources = read_text_lines(Path(args["src"]))
+        references = [read_text_lines(Path(args["ref"]))]
         hyp_path = out_dir / f"hyp.{Path(args['src']).name}.txt"
-        return translate_and_score(
-            translator, sources, references, hyp_path, args["src"], metrics, lowercase
-        )
-    if {"testset", "langpair"} <= given:
+        key = args["src"]
+    elif {"testset", "langpair"} <= given:
+        check_langpair(args["langpair"], config.data.src_lang, config.data.tgt_lang)
         sources, references = sacrebleu_test_set(args["testset"], args["langpair"])
         hyp_path = out_dir / f"hyp.{args['testset'].replace('/', '_')}.{args['langpair']}.txt"
-        return translate_and_score(
-            translator,
-            sources,
-            references,
-            hyp_path,
-            f"{args['testset']}:{args['langpair']}",
-            metrics,
-            lowercase,
+        key = f"{args['testset']}:{args['langpair']}"
+    else:
+        raise UserError(
+            "with run=, give src=<file> ref=<file>, split=<name> or testset=<name> "
+            "langpair=<src-tgt>"
         )
-    raise UserError(
-        "with run=, give src=<file> ref=<file>, split=<name> or testset=<name> langpair=<src-tgt>"
-    )
+    with progress_bar(translator):
+        scores = translate_and_score(
+            translator, sources, references, hyp_path, key, metrics, lowercase
+        )
+    warn_about_truncation(translator)
+    return scores
 
 
 # --------------------------------------------------------------------------- seq2seq-export

@@ -95,9 +95,9 @@ def read_text_lines(path: Path) -> list[str]:
 
 
 def score_files(
-    hyp_path: Path, ref_path: Path, metrics: tuple[str, ...], lowercase: bool
+    hyp_path: Path, ref_path: Path, metrics: tuple[str, ...], lowercase: bool, out_dir: Path
 ) -> dict[str, Score]:
-    """Score an existing hypothesis file; results.json goes next to it."""
+    """Score an existing hypothesis file; results.json goes into `out_dir`."""
     hypotheses, references = read_text_lines(hyp_path), read_text_lines(ref_path)
     if len(hypotheses) != len(references):
         raise UserError(
@@ -106,10 +106,10 @@ def score_files(
         )
     scores = corpus_scores(hypotheses, references, metrics, lowercase)
     record_results(
-        hyp_path.parent,
+        out_dir,
         hyp_path.name,
         {
-            "hypotheses": hyp_path.name,
+            "hypotheses": str(hyp_path) if out_dir != hyp_path.parent else hyp_path.name,
             "references": str(ref_path),
             "sentences": len(hypotheses),
             **{metric: score.to_dict() for metric, score in scores.items()},
@@ -121,18 +121,20 @@ def score_files(
 def translate_and_score(
     translator: Translator,
     sources: list[str],
-    references: list[str],
+    references: list[list[str]],
     hyp_path: Path,
     key: str,
     metrics: tuple[str, ...],
     lowercase: bool,
 ) -> dict[str, Score]:
-    """Translate `sources`, write the hypotheses to `hyp_path`, score against `references`."""
-    if len(sources) != len(references):
-        raise UserError(
-            f"{len(sources)} source lines but {len(references)} references: "
-            "they must be line-aligned"
-        )
+    """Translate `sources`, write the hypotheses to `hyp_path`, score against `references`
+    (one or more reference translations of every source line)."""
+    for reference_set in references:
+        if len(sources) != len(reference_set):
+            raise UserError(
+                f"{len(sources)} source lines but {len(reference_set)} references: "
+                "they must be line-aligned"
+            )
     hypotheses = translator.translate(sources)
     write_lines_atomically(hyp_path, hypotheses)
     scores = corpus_scores(hypotheses, references, metrics, lowercase)
@@ -143,6 +145,7 @@ def translate_and_score(
         {
             "hypotheses": hyp_path.name,
             "sentences": len(hypotheses),
+            "references": len(references),
             "decode": {
                 "strategy": decode.strategy.value,
                 "beam": decode.beam,
@@ -154,8 +157,18 @@ def translate_and_score(
     return scores
 
 
-def sacrebleu_test_set(testset: str, langpair: str) -> tuple[list[str], list[str]]:
-    """Source and reference lines of one of sacreBLEU's test sets (downloaded by sacreBLEU)."""
+def check_langpair(langpair: str, src_lang: str, tgt_lang: str) -> None:
+    """A sacreBLEU language pair must be the run's translation direction."""
+    if langpair != f"{src_lang}-{tgt_lang}":
+        raise UserError(
+            f"langpair={langpair} does not match the run, which translates {src_lang} to "
+            f"{tgt_lang}: use langpair={src_lang}-{tgt_lang}"
+        )
+
+
+def sacrebleu_test_set(testset: str, langpair: str) -> tuple[list[str], list[list[str]]]:
+    """Source lines and every reference translation of one of sacreBLEU's test sets
+    (downloaded by sacreBLEU; some sets have two or more references)."""
     from sacrebleu.utils import get_reference_files, get_source_file
 
     try:
@@ -169,4 +182,4 @@ def sacrebleu_test_set(testset: str, langpair: str) -> tuple[list[str], list[str
             f"cannot get sacreBLEU test set {testset} {langpair}: sacreBLEU could not download "
             "or verify it (its message is above)"
         ) from None
-    return read_text_lines(Path(source)), read_text_lines(Path(references[0]))
+    return read_text_lines(Path(source)), [read_text_lines(Path(r)) for r in references]

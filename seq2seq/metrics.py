@@ -26,21 +26,27 @@ class Score:
 
 def corpus_scores(
     hypotheses: list[str],
-    references: list[str],
+    references: list[str] | list[list[str]],
     metrics: tuple[str, ...] = ("bleu", "chrf"),
     lowercase: bool = False,
 ) -> dict[str, Score]:
-    """BLEU (13a tokenisation, cased unless `lowercase`), chrF2 and optionally TER."""
-    if len(hypotheses) != len(references):
-        raise UserError(
-            f"{len(hypotheses)} hypotheses but {len(references)} references: "
-            "they must be line-aligned"
-        )
+    """BLEU (13a tokenisation, cased unless `lowercase`), chrF2 and optionally TER.
+
+    references: one line per hypothesis, or several such lists (test sets with more than one
+    reference translation). `lowercase` applies to BLEU only, like sacreBLEU's `-lc`."""
+    one_set = not references or isinstance(references[0], str)
+    reference_sets = [references] if one_set else references
+    for reference_set in reference_sets:
+        if len(hypotheses) != len(reference_set):
+            raise UserError(
+                f"{len(hypotheses)} hypotheses but {len(reference_set)} references: "
+                "they must be line-aligned"
+            )
     scorers = {"bleu": BLEU(lowercase=lowercase), "chrf": CHRF(), "ter": TER()}
     scores = {}
     for name in metrics:
         scorer = scorers[name]
-        result = scorer.corpus_score(hypotheses, [references])
+        result = scorer.corpus_score(hypotheses, reference_sets)
         signature = str(scorer.get_signature())
         scores[name] = Score(result.name, round(result.score, 2), signature, str(result))
     return scores

@@ -8,7 +8,7 @@ detokenise, and return the translations in input order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,7 @@ class Translator:
         row_topk(decode.fast_topk, self.device)  # a kernel to compile: now, not in a batch
         self.max_source_tokens = model.cfg.max_positions - 1  # room for eos
         self.truncated = 0  # input lines cut to the model's maximum length so far
+        self.progress: Callable[[int], object] | None = None  # told each batch's sentences
 
     @classmethod
     def from_run(
@@ -196,7 +197,10 @@ class Translator:
 
         def decode(batch: list[list[int]]) -> list[list[Hypothesis]]:
             src = pad_rows(batch, [], [EOS_ID]).to(self.device)
-            return search(self.model, src, src == PAD_ID, self.decode)
+            found = search(self.model, src, src == PAD_ID, self.decode)
+            if self.progress is not None:
+                self.progress(len(batch))
+            return found
 
         workers = min(self.workers, len(batches))
         if workers <= 1:

@@ -19,9 +19,22 @@ transformers = pytest.importorskip("transformers")
 from seq2seq.export import to_marian  # noqa: E402
 
 
-def test_exported_model_gives_the_same_logits():
-    model = tiny_model(norm="post", positions="sinusoidal", tie_embeddings="all")
-    marian = to_marian(model)
+def randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter moved off its initial value (LayerNorm weights 1 and biases 0 would
+    hide a mix-up of two LayerNorms or of two biases)."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_exported_model_gives_the_same_logits(activation):
+    model = tiny_model(
+        norm="post", positions="sinusoidal", tie_embeddings="all", activation=activation
+    )
+    marian = to_marian(randomised(model))
     sources = [random_tokens(1, n, seed=n) for n in (6, 3, 5)]
     src = torch.cat([pad_to(torch.cat([s, torch.tensor([[EOS_ID]])], dim=1), 7) for s in sources])
     tgt = random_tokens(3, 5, seed=9)

@@ -165,6 +165,30 @@ def test_a_beam_wider_than_half_the_vocabulary_fills_up_with_rare_tokens():
     assert model.rows_per_step[:2] == [1, 5]
 
 
+def test_the_length_limit_grows_with_the_source():
+    """max_len = a * source length + b output tokens before eos; the source length counts
+    the eos the translator appends (here 3 and 6 positions, no padding in either)."""
+    model = ScriptedModel(lambda sentence, prefix: {A: 0.6, B: 0.4})  # eos: RARE, never wanted
+    src = torch.cat([pad_to(torch.full((1, 3), 7), 6), torch.full((1, 6), 7)])
+    for strategy in ("greedy", "beam"):
+        cfg = DecodeConfig(strategy=strategy, beam=2, max_len_a=1.5, max_len_b=1)
+        found = search(model, src, src == PAD_ID, cfg)
+        assert [len(nbest[0].tokens) for nbest in found] == [5, 10]  # 1.5 * 3 + 1, 1.5 * 6 + 1
+
+
+def test_the_encoder_runs_once_per_batch():
+    model = ScriptedModel(short_or_long)
+    calls = []
+    model.encode = lambda src, mask: calls.append(src.shape) or src
+    beam_search(
+        model,
+        torch.full((3, 4), 7),
+        torch.zeros(3, 4, dtype=torch.bool),
+        DecodeConfig(strategy="beam", beam=2),
+    )
+    assert calls == [(3, 4)]
+
+
 def test_no_repeat_ngram_blocks_repeats():
     def loves_a_then_b(sentence, prefix):
         return {A: 0.6, B: 0.3, C: 0.09, EOS_ID: 0.01} if len(prefix) < 6 else {EOS_ID: 0.99}

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from helpers import assert_one_line_error, installed_script, random_tokens, run_command, tiny_model
 
@@ -157,6 +162,94 @@ def test_evaluate_matches_the_sacrebleu_command_line(toy_run, toy_corpus, tmp_pa
     )
 
 
+def test_evaluate_hypotheses_with_results_elsewhere(toy_corpus, tmp_path):
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text((toy_corpus / "test.de").read_text())
+    out = tmp_path / "scores"
+    result = run("seq2seq-evaluate", f"hyp={hyp}", f"ref={toy_corpus / 'test.de'}", f"out={out}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "results.json").read_text())["hyp.txt"]["bleu"]["score"] == 100.0
+    assert not (tmp_path / "results.json").exists()
+    lowercase = run("seq2seq-evaluate", f"hyp={hyp}", f"ref={hyp}", "lowercase=maybe")
+    assert_one_line_error(lowercase, "lowercase must be true or false, got 'maybe'")
+
+
+def test_several_references_are_scored_together_as_sacrebleu_does(tmp_path):
+    from sacrebleu.metrics import BLEU
+
+    from seq2seq.metrics import corpus_scores
+
+    hypotheses = ["the cat sat on the mat", "a dog runs"]
+    first = ["the cat is on the mat", "a dog is running"]
+    second = ["there is a cat on the mat", "a dog runs"]
+    both = corpus_scores(hypotheses, [first, second], ("bleu",))["bleu"]
+    assert both.score == round(BLEU().corpus_score(hypotheses, [first, second]).score, 2)
+    assert both.score > corpus_scores(hypotheses, first, ("bleu",))["bleu"].score
+    assert "nrefs:2" in both.signature
+
+
+def test_checkpoint_last_and_best_load_their_own_weights(toy_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(toy_run, copy)
+    weights = safetensors.torch.load_file(str(copy / "model.safetensors"))
+    safetensors.torch.save_file(
+        {name: torch.zeros_like(t) for name, t in weights.items()}, str(copy / "model.safetensors")
+    )  # the last weights are now all zero: every token ties, the lowest id (unk) wins
+    outputs = {
+        which: run("seq2seq-translate", f"run={copy}", f"checkpoint={which}", stdin="red dog\n")
+        for which in ("best", "last", copy / "model.safetensors")
+    }
+    assert all(result.returncode == 0 for result in outputs.values())
+    assert outputs["last"].stdout == outputs[copy / "model.safetensors"].stdout
+    assert "⁇" in outputs["last"].stdout and "⁇" not in outputs["best"].stdout
+
+
+def test_the_progress_bar_advances_batch_by_batch(toy_run, tmp_path, monkeypatch):
+    from seq2seq import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    source = tmp_path / "input.txt"
+    source.write_text("\n".join(LINES * 4) + "\n")
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(cli, "tqdm", functools.partial(cli.tqdm, mininterval=0))  # every update
+    translator = Translator.from_run(toy_run, device="cpu", decode=DecodeConfig(max_tokens=8))
+    args = {"input": str(source), "output": str(tmp_path / "out.txt"), "chunk": "5000"}
+    cli.write_translations(translator, args)
+    counts = [int(n) for n in re.findall(r"(\d+) sentences \[", stderr.getvalue())]
+    assert "sentences/s" in stderr.getvalue()
+    assert counts[-1] == 12  # the non-empty lines, all in one chunk of 20
+    assert len(set(counts)) > 3  # it moved during the chunk, not only at its end
+    assert translator.progress is None
+
+
+def test_a_failure_keeps_the_finished_translations(toy_run, tmp_path, capsys):
+    from seq2seq import cli
+
+    translator = Translator.from_run(toy_run, device="cpu")
+
+    def two_then_fail(lines, chunk_size):
+        yield from translator.translate_full(["red dog", "the big cat"])
+        raise KeyboardInterrupt
+
+    translator.translate_stream = two_then_fail
+    source = tmp_path / "input.txt"
+    source.write_text("red dog\nthe big cat\nmore\n")
+    output = tmp_path / "out.txt"
+    with pytest.raises(KeyboardInterrupt):
+        cli.write_translations(
+            translator, {"input": str(source), "output": str(output), "chunk": "2"}
+        )
+    partial = tmp_path / "out.txt.partial"
+    assert not output.exists()
+    assert partial.read_text().splitlines() == translator.translate(["red dog", "the big cat"])
+    assert f"the first 2 translation(s) are in {partial}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt", "out.txt.partial"]
+
+
 def test_evaluate_source_and_reference_files(toy_run, toy_corpus, tmp_path):
     result = run(
         "seq2seq-evaluate",
@@ -235,6 +328,11 @@ def test_evaluate_a_sacrebleu_test_set_from_its_cache(toy_run, toy_corpus, tmp_p
     assert entry["sentences"] == len(sources)
     split = run("seq2seq-evaluate", f"run={toy_run}", "split=test", f"out={tmp_path}/split")
     assert result.stdout.split("\n")[0] == split.stdout.split("\n")[0]  # the same lines, scored
+
+
+def test_a_sacrebleu_language_pair_must_be_the_runs_direction(toy_run):
+    result = run("seq2seq-evaluate", f"run={toy_run}", "testset=wmt14", "langpair=de-en")
+    assert_one_line_error(result, "langpair=de-en does not match the run, which translates en")
 
 
 def test_an_unreachable_sacrebleu_test_set_is_one_line(toy_run, tmp_path):
