@@ -14,6 +14,7 @@ queries).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -100,6 +101,9 @@ class DecoderCache:
     layers: list[LayerCache]
     src_attn_mask: Tensor | None  # (groups, 1, 1, src_len), True where attention is allowed
     group_size: int = 1  # consecutive rows sharing one source (the beam size in beam search)
+    # (q, keys, values, mask) -> (batch, q_len, d_model): a faster attention for these few
+    # queries (`seq2seq.kernels`), set by the search; None: the model's own
+    attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] | None = None
 
     @property
     def steps(self) -> int:

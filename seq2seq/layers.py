@@ -147,15 +147,20 @@ class MultiHeadAttention(nn.Module):
         attn_mask: Tensor | None = None,
         causal: bool = False,
         queries: Tensor | None = None,
+        attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] | None = None,
     ) -> Tensor:
         """Attend from `query` (batch, q_len, d_model) to projected keys/values.
 
         attn_mask: boolean, True where attention is allowed, broadcastable to
         (batch, heads, q_len, k_len). causal: hide keys after each query's own position.
         queries: `query` already projected, (batch, heads, q_len, d_head), from `project_qkv`.
+        attend: cached decoding's faster attention (`DecoderCache.attend`): (q, keys, values,
+        attn_mask) -> (batch, q_len, d_model), for queries that may see every key.
         """
         q = self.split_heads(self.q_proj(query)) if queries is None else queries
         q_len, k_len = q.shape[2], keys.shape[2]
+        if attend is not None and not (causal and q_len > 1) and not self.training:
+            return self.out_proj(attend(q.to(keys.dtype), keys, values, attn_mask))
         is_causal = False
         if causal and q_len > 1:  # a single newest query may see every cached key
             if attn_mask is None and q_len == k_len:
@@ -308,25 +313,27 @@ class DecoderLayer(nn.Module):
         src_attn_mask: Tensor | None,
         cache: LayerCache | None = None,
         group_size: int = 1,
+        attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] | None = None,
     ) -> Tensor:
         """x: (rows, tgt_len, d_model), the new target positions only when `cache` is given.
 
         memory_kv: the cross-attention keys and values of the encoder output, from
         `self.cross_attn.project_kv(memory)`, each (rows / group_size, heads, src_len, d_head):
         consecutive groups of `group_size` rows (the beams of a sentence) share one source.
+        attend: the cache's faster attention for cached decoding (`DecoderCache.attend`).
         """
 
         def self_attention(h: Tensor) -> Tensor:
             queries, keys, values = self.self_attn.project_qkv(h)
             if cache is not None:
                 keys, values = cache.extend_self_attention(keys, values)
-            return self.self_attn(h, keys, values, causal=True, queries=queries)
+            return self.self_attn(h, keys, values, causal=True, queries=queries, attend=attend)
 
         def cross_attention(h: Tensor) -> Tensor:
             rows, length, width = h.shape
             # a group's rows become query positions of one source: (groups, group * len, d)
             queries = h.reshape(rows // group_size, group_size * length, width)
-            out = self.cross_attn(queries, *memory_kv, attn_mask=src_attn_mask)
+            out = self.cross_attn(queries, *memory_kv, attn_mask=src_attn_mask, attend=attend)
             return out.reshape(rows, length, width)
 
         x = self.self_attn_block(x, self_attention)

@@ -107,7 +107,7 @@ class Decoder(nn.Module):
             else:
                 state = cache.layers[i]
                 memory_kv = (state.cross_keys, state.cross_values)
-                x = layer(x, memory_kv, cache.src_attn_mask, state, cache.group_size)
+                x = layer(x, memory_kv, cache.src_attn_mask, state, cache.group_size, cache.attend)
         return x if self.final_norm is None else self.final_norm(x)
 
 

@@ -30,9 +30,9 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig, LengthPenalty, SearchStrategy
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.kernels import TopK, attention, row_topk
 from seq2seq.layers import autocast_off
 from seq2seq.model import Transformer
-from seq2seq.topk import TopK, row_topk
 
 
 @dataclass
@@ -88,6 +88,7 @@ def ban_repeated_ngrams(logits: Tensor, prefixes: Tensor, n: int) -> None:
 def start(model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig):
     """Encode once; return the cache and each sentence's output length limit."""
     cache = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
+    cache.attend = attention(cfg.kernels, src.device)
     return cache, max_output_lengths(src_pad_mask, cfg, model.cfg.max_positions)
 
 
@@ -99,7 +100,7 @@ class NextToken:
     logits: Tensor  # (rows, vocab) in bf16/fp16 (`top` re-scores them); float32: = log_probs
     hidden: Tensor  # (rows, d_model) the decoder state the logits came from
     output_layer: torch.nn.Module  # hidden -> logits (its weight: (vocab, d_model))
-    select: TopK  # (x, k) -> the k largest of each row and their indices (`seq2seq.topk`)
+    select: TopK  # (x, k) -> the k largest of each row and their indices (`seq2seq.kernels`)
 
     def top(self, k: int) -> tuple[Tensor, Tensor]:
         """The k most probable tokens of each row (rows, k) and their log-probabilities.
@@ -184,7 +185,7 @@ def single_path_search(
     token_scores = torch.zeros(batch, steps, device=device)
     active = torch.arange(batch, device=device)  # rows of the batch still decoding
     tokens = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
-    buffer, select = LogProbBuffer(), row_topk(cfg.fast_topk, device)
+    buffer, select = LogProbBuffer(), row_topk(cfg.kernels, device)
     for step in range(steps):
         at_limit = step >= max_lengths[active]
         prediction = next_token(model, tokens, cache, step, at_limit, cfg, buffer, select)
@@ -277,7 +278,7 @@ def beam_search(
     token_scores = torch.zeros(batch, 0, device=device)  # (rows, step)
     scores = torch.zeros(batch, 1, device=device)  # (active, width) cumulative log-probabilities
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    buffer, select = LogProbBuffer(), row_topk(cfg.fast_topk, device)
+    buffer, select = LogProbBuffer(), row_topk(cfg.kernels, device)
     for step in range(int(max_lengths.max()) + 1):
         active, width = scores.shape  # width: rows per sentence (1, then beam)
         at_limit = (step >= max_lengths[sentences]).repeat_interleave(width)

@@ -11,6 +11,7 @@ from helpers import pad_to, random_tokens, tiny_model
 
 from seq2seq.config import DecodeConfig
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.kernels import torch_topk
 from seq2seq.search import (
     Hypothesis,
     NextToken,
@@ -21,7 +22,6 @@ from seq2seq.search import (
     sample_search,
     search,
 )
-from seq2seq.topk import torch_topk
 
 A, B, C = 4, 5, 6  # ordinary tokens of the scripted vocabulary
 VOCAB = 8

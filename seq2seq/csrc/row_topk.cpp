@@ -7,11 +7,11 @@
 // value above it is inserted into a sorted list of k. Ties go to the lower index (torch leaves
 // their order unspecified); NaN is never selected while k other values exist.
 //
-// Built on first use by `seq2seq/topk.py` (torch.utils.cpp_extension); without a compiler the
-// toolkit falls back to torch.topk.
+// Built on first use by `seq2seq/kernels.py` (torch.utils.cpp_extension); without a compiler
+// the toolkit falls back to torch.topk.
 
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
+#include "kernels.h"
 
 #include <cstdint>
 #include <cstring>
@@ -139,8 +139,4 @@ std::vector<torch::Tensor> row_topk(const torch::Tensor& x, int64_t k) {
     all_rows(x.data_ptr<float>(), rows, n, k, v, i);
   }
   return {values, indices};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("row_topk", &row_topk, "the k largest values of each row and their indices");
 }

@@ -1,0 +1,13 @@
+// The CPU kernels of `seq2seq/kernels.py`, bound to Python in bindings.cpp.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <vector>
+
+// (values, indices) of the k largest values of each row of a (rows, n) tensor.
+std::vector<torch::Tensor> row_topk(const torch::Tensor& x, int64_t k);
+
+// softmax(q k^T / sqrt(d_head) + mask) v for the few queries of cached decoding.
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                     const c10::optional<torch::Tensor>& mask);
