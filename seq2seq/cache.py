@@ -103,7 +103,7 @@ class DecoderCache:
     group_size: int = 1  # consecutive rows sharing one source (the beam size in beam search)
     # (q, keys, values, mask) -> (batch, q_len, d_model): a faster attention for these few
     # queries (`seq2seq.kernels`), set by the search; None: the model's own
-    attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] | None = None
+    attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None] | None = None
 
     @property
     def steps(self) -> int:

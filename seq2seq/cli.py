@@ -12,7 +12,9 @@ import difflib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from datetime import datetime
@@ -448,10 +450,12 @@ def write_translations(translator, args: dict[str, str]) -> None:
         raise UserError(f"cannot write {output}: {error.strerror}") from None
     written = 0
     try:
-        with stream, progress_bar(translator):
-            for written, translation in enumerate(translations, start=1):
-                stream.write(format_translation(written - 1, translation, nbest))
+        with stream, progress_bar(translator), terminate_as_exit():
+            for index, translation in enumerate(translations):
+                stream.write(format_translation(index, translation, nbest))
+                written = index + 1
         os.replace(temporary, output)
+        output.with_name(f"{output.name}.partial").unlink(missing_ok=True)  # an earlier run's
     except BaseException:
         keep_partial_output(temporary, output, written)
         raise
@@ -475,8 +479,30 @@ def keep_partial_output(temporary: Path, output: Path, written: int) -> None:
     if written == 0 or not temporary.is_file():
         return
     partial = output.with_name(f"{output.name}.partial")
-    os.replace(temporary, partial)
+    try:
+        os.replace(temporary, partial)
+    except OSError as error:
+        print(f"stopped; could not keep the finished translations: {error}", file=sys.stderr)
+        return
     print(f"stopped: the first {written} translation(s) are in {partial}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) ends the process like Ctrl-C, through `finally` blocks,
+    instead of at once; only SIGKILL cannot be caught."""
+
+    def exit_on(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, exit_on)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_bool(args: dict[str, str], key: str) -> bool:
@@ -560,7 +586,6 @@ def run_evaluation(
     if {"hyp", "ref"} <= given and "run" not in given:
         hyp = Path(args["hyp"])
         out_dir = Path(args["out"]) if "out" in given else hyp.parent
-        out_dir.mkdir(parents=True, exist_ok=True)
         return score_files(hyp, Path(args["ref"]), metrics, lowercase, out_dir)
     if "run" not in given:
         raise UserError(

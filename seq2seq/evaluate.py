@@ -105,11 +105,12 @@ def score_files(
             f"{len(references)}: hypotheses and references must be line-aligned"
         )
     scores = corpus_scores(hypotheses, references, metrics, lowercase)
+    out_dir.mkdir(parents=True, exist_ok=True)
     record_results(
         out_dir,
         hyp_path.name,
         {
-            "hypotheses": str(hyp_path) if out_dir != hyp_path.parent else hyp_path.name,
+            "hypotheses": os.path.relpath(hyp_path, out_dir),  # from results.json
             "references": str(ref_path),
             "sentences": len(hypotheses),
             **{metric: score.to_dict() for metric, score in scores.items()},

@@ -11,7 +11,7 @@ time in set-up on the small shapes of a decoding step (`decode.kernels=true`, th
   against a few dozen keys; PyTorch's CPU flash-attention kernel takes 0.3-0.5 ms per call on
   these shapes, the kernel 0.1-0.3 ms. Same results up to float rounding.
 
-Together +15% at batch 64 and +7% at batch 1 (bf16, docs/benchmarks.md). They are compiled for
+Together +15% at batch 64 and +8% at batch 1 (bf16, docs/benchmarks.md). They are compiled for
 this machine on first use (`torch.utils.cpp_extension`: the system's C++ compiler and the
 `ninja` package, ~30 s once, then cached in torch's extension directory). Where that fails, one
 warning, and decoding uses `torch.topk` and `scaled_dot_product_attention` as with
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ SOURCES = [
     for name in ("row_topk.cpp", "attention.cpp", "bindings.cpp")
 ]
 TopK = Callable[[Tensor, int], tuple[Tensor, Tensor]]
-Attend = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
+Attend = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
 
 
 class KernelCache:
@@ -64,11 +64,12 @@ def build() -> ModuleType | None:
 
         put_ninja_on_path()
         log.info("loading the CPU decoding kernels (compiled once, ~30 s the first time)")
+        openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []  # torch's threads
         return cpp_extension.load(
             name="seq2seq_kernels",
             sources=[str(source) for source in SOURCES],
-            extra_cflags=["-O3", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
+            extra_cflags=["-O3", *openmp],
+            extra_ldflags=openmp,
         )
     except Exception as error:  # no compiler, no ninja, an unsupported platform, ...
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -96,9 +97,10 @@ def put_ninja_on_path() -> None:
 KERNELS = KernelCache()
 
 
-def available(enabled: bool, device: torch.device) -> bool:
-    """Whether decoding on `device` uses the kernels (built now if needed: not in a batch)."""
-    return enabled and device.type == "cpu" and KERNELS.get() is not None
+def compiled(enabled: bool, device: torch.device) -> ModuleType | None:
+    """The kernels when decoding on `device` should use them (built now if needed, not in the
+    middle of a batch), else None."""
+    return KERNELS.get() if enabled and device.type == "cpu" else None
 
 
 # --------------------------------------------------------------------------- top-k
@@ -108,57 +110,65 @@ def torch_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return x.topk(k, dim=1)
 
 
-def kernel_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The kernel where it applies (CPU, 2-D, float32/bf16, k <= columns), else torch.topk."""
-    module = KERNELS.get()
-    fits = (
-        x.device.type == "cpu"
-        and x.dim() == 2
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and 1 <= k <= x.shape[1]
-        and not x.requires_grad
-    )
-    if module is None or not fits:
-        return torch_topk(x, k)
-    values, indices = module.row_topk(x.contiguous(), k)  # values in float32
-    return values.to(x.dtype), indices
-
-
 def row_topk(enabled: bool, device: torch.device) -> TopK:
     """The top-k of a search: the kernel when enabled and on CPU, else torch.topk."""
-    return kernel_topk if available(enabled, device) else torch_topk
+    module = compiled(enabled, device)
+    if module is None:
+        return torch_topk
+
+    def kernel_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The kernel where it applies (CPU, 2-D, float32/bf16, k <= columns), else torch."""
+        fits = (
+            x.device.type == "cpu"
+            and x.dim() == 2
+            and x.dtype in (torch.float32, torch.bfloat16)
+            and 1 <= k <= x.shape[1]
+            and not x.requires_grad
+        )
+        if not fits:
+            return torch_topk(x, k)
+        values, indices = module.row_topk(x.contiguous(), k)  # values in float32
+        return values.to(x.dtype), indices
+
+    return kernel_topk
 
 
 # --------------------------------------------------------------------------- attention
 
 
-def torch_attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
-    """softmax(q k^T / sqrt(d_head) + mask) v with SDPA: q (batch, heads, q_len, d_head),
-    keys/values (batch, heads, k_len, d_head), mask True = attend. -> (batch, q_len, d_model)"""
-    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-    return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
-
-
-def kernel_attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
-    """`torch_attend` by the kernel where it applies (CPU, no gradient, float32/bf16, one
-    dtype, d_head <= 256, a (batch or 1, 1, 1, k_len) mask), else by SDPA."""
-    module = KERNELS.get()
-    fits = (
-        q.device.type == "cpu"
-        and not torch.is_grad_enabled()
-        and q.dtype in (torch.float32, torch.bfloat16)
-        and q.dtype == keys.dtype == values.dtype
-        and q.shape[-1] <= 256
-        and keys.shape[2] >= 1
-        and q.stride(-1) == keys.stride(-1) == values.stride(-1) == 1
-        and (mask is None or (mask.dtype == torch.bool and mask.shape[1:3] == (1, 1)))
-    )
-    if module is None or not fits:
-        return torch_attend(q, keys, values, mask)
-    return module.attend(q, keys, values, mask)
-
-
 def attention(enabled: bool, device: torch.device) -> Attend | None:
     """The attention of cached decoding: the kernel when enabled and on CPU, else None (the
-    model's own SDPA path)."""
-    return kernel_attend if available(enabled, device) else None
+    model's own SDPA path). The kernel returns None for inputs it does not take, which then
+    take that path too."""
+    module = compiled(enabled, device)
+    if module is None:
+        return None
+
+    def kernel_attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None):
+        """softmax(q k^T / sqrt(d_head) + mask) v: q (batch, heads, q_len, d_head), keys and
+        values (batch, heads, k_len, d_head), mask True = attend -> (batch, q_len, d_model);
+        None unless CPU, no gradient, one dtype of float32/bf16, d_head <= 256 and a mask of
+        shape (batch or 1, 1, 1, k_len)."""
+        batch, _, _, d_head = q.shape
+        fits = (
+            q.device.type == keys.device.type == values.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and q.dtype in (torch.float32, torch.bfloat16)
+            and q.dtype == keys.dtype == values.dtype
+            and d_head <= 256
+            and keys.shape[2] >= 1
+            and keys.shape == values.shape
+            and keys.shape[:2] == q.shape[:2]
+            and keys.shape[3] == d_head
+            and q.stride(-1) == keys.stride(-1) == values.stride(-1) == 1
+            and (mask is None or (mask.dtype == torch.bool and mask_fits(mask, batch, keys)))
+        )
+        return module.attend(q, keys, values, mask) if fits else None
+
+    return kernel_attend
+
+
+def mask_fits(mask: Tensor, batch: int, keys: Tensor) -> bool:
+    """(batch or 1, 1, 1, k_len) booleans."""
+    shape = (1, 1, keys.shape[2])
+    return mask.dim() == 4 and mask.shape[0] in (1, batch) and tuple(mask.shape[1:]) == shape

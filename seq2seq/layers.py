@@ -147,7 +147,7 @@ class MultiHeadAttention(nn.Module):
         attn_mask: Tensor | None = None,
         causal: bool = False,
         queries: Tensor | None = None,
-        attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] | None = None,
+        attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None] | None = None,
     ) -> Tensor:
         """Attend from `query` (batch, q_len, d_model) to projected keys/values.
 
@@ -155,12 +155,14 @@ class MultiHeadAttention(nn.Module):
         (batch, heads, q_len, k_len). causal: hide keys after each query's own position.
         queries: `query` already projected, (batch, heads, q_len, d_head), from `project_qkv`.
         attend: cached decoding's faster attention (`DecoderCache.attend`): (q, keys, values,
-        attn_mask) -> (batch, q_len, d_model), for queries that may see every key.
+        attn_mask) -> (batch, q_len, d_model), or None for inputs it does not take.
         """
         q = self.split_heads(self.q_proj(query)) if queries is None else queries
         q_len, k_len = q.shape[2], keys.shape[2]
         if attend is not None and not (causal and q_len > 1) and not self.training:
-            return self.out_proj(attend(q.to(keys.dtype), keys, values, attn_mask))
+            out = attend(q.to(keys.dtype), keys, values, attn_mask)
+            if out is not None:
+                return self.out_proj(out)
         is_causal = False
         if causal and q_len > 1:  # a single newest query may see every cached key
             if attn_mask is None and q_len == k_len:

@@ -22,7 +22,7 @@ from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config
 from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.errors import UserError
 from seq2seq.inference import inference_copy
-from seq2seq.kernels import available
+from seq2seq.kernels import compiled
 from seq2seq.model import Transformer
 from seq2seq.search import Hypothesis, search
 from seq2seq.tokenizer import Tokenizer
@@ -100,7 +100,7 @@ class Translator:
         self.workers = decode.workers if self.device.type == "cpu" else 1  # batches at once
         if self.workers < decode.workers:
             log.info("decode.workers is for CPU: on %s batches are decoded one at a time", device)
-        available(decode.kernels, self.device)  # kernels to compile: now, not in a batch
+        compiled(decode.kernels, self.device)  # kernels to compile: now, not in a batch
         self.max_source_tokens = model.cfg.max_positions - 1  # room for eos
         self.truncated = 0  # input lines cut to the model's maximum length so far
         self.progress: Callable[[int], object] | None = None  # told each batch's sentences

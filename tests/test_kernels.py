@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import random_tokens, tiny_model
 
 from seq2seq import kernels
@@ -17,6 +18,7 @@ from seq2seq.constants import PAD_ID
 from seq2seq.search import search
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +28,20 @@ def built():
 
 @pytest.fixture
 def kernel_topk(built):
-    return kernels.kernel_topk
+    select = kernels.row_topk(True, CPU)
+    assert select is not kernels.torch_topk
+    return select
 
 
 @pytest.fixture
 def kernel_attend(built):
-    return kernels.kernel_attend
+    return kernels.attention(True, CPU)
+
+
+def sdpa(q, keys, values, mask):
+    """The reference: SDPA, heads side by side -> (batch, q_len, d_model)."""
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
 
 @needs_compiler
@@ -62,6 +72,18 @@ def test_ties_go_to_the_lower_index(kernel_topk, dtype):
 
 
 @needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_ranks_above_every_number_as_in_torch(kernel_topk, dtype):
+    nan = float("nan")
+    row = [5.0, nan, 3.0, 4.0, 6.0] + [0.0] * 30 + [7.0, nan]  # past one block of 16 too
+    x = torch.tensor([row, list(reversed(row))], dtype=dtype)
+    values, indices = kernel_topk(x, 4)
+    assert indices[0].tolist() == [1, 36, 35, 4]  # NaN, NaN (lower index first), 7, 6
+    assert indices[1].tolist() == [0, 35, 1, 32]
+    assert torch.equal(values[:, 2:], x.topk(4, dim=1).values[:, 2:])
+
+
+@needs_compiler
 def test_forbidden_tokens_and_empty_batches(kernel_topk):
     x = torch.full((3, 50), float("-inf"))
     x[1, 7] = -2.0
@@ -83,6 +105,7 @@ def heads(batch: int, length: int, dtype: torch.dtype, seed: int) -> torch.Tenso
 @needs_compiler
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("queries, keys", [(1, 1), (1, 9), (5, 17), (3, 40)])
+@torch.no_grad()  # as decoding runs
 def test_the_attention_kernel_computes_what_sdpa_computes(
     kernel_attend, dtype, tolerance, queries, keys
 ):
@@ -92,18 +115,32 @@ def test_the_attention_kernel_computes_what_sdpa_computes(
     mask[:, ..., 0] = True
     for m in (None, mask, mask[:1]):
         out = kernel_attend(q, k, v, m)
-        expected = kernels.torch_attend(q.float(), k.float(), v.float(), m)
+        expected = sdpa(q.float(), k.float(), v.float(), m)
         assert out.shape == (6, queries, 64) and out.dtype == dtype
         torch.testing.assert_close(out.float(), expected, atol=tolerance, rtol=tolerance)
 
 
 @needs_compiler
+@torch.no_grad()  # as decoding runs
 def test_the_attention_kernel_reads_a_cache_in_place(kernel_attend):
     buffer = torch.randn(6, 4, 32, 16)  # a LayerCache buffer: capacity 32, 11 positions filled
     keys, values = buffer[:, :, :11], buffer.flip(0)[:, :, :11]
     q = heads(6, 1, torch.float32, 4)
-    expected = kernels.torch_attend(q, keys.contiguous(), values.contiguous(), None)
+    expected = sdpa(q, keys.contiguous(), values.contiguous(), None)
     torch.testing.assert_close(kernel_attend(q, keys, values, None), expected)
+
+
+@needs_compiler
+@torch.no_grad()  # as decoding runs
+def test_the_attention_kernel_leaves_what_it_does_not_take_to_sdpa(kernel_attend):
+    q, k = heads(6, 1, torch.float32, 5), heads(6, 7, torch.float32, 6)
+    every_key_masked = torch.zeros(6, 1, 1, 7, dtype=torch.bool)
+    assert kernel_attend(q, k, k, every_key_masked).abs().max() == 0  # zeros, not NaN
+    assert kernel_attend(q, k, k.double(), None) is None  # mixed dtypes
+    assert kernel_attend(q, k, k, torch.ones(6, 1, 2, 7, dtype=torch.bool)) is None  # mask shape
+    assert kernel_attend(q, k[:3], k[:3], None) is None  # batch mismatch
+    with torch.enable_grad():
+        assert kernel_attend(q.requires_grad_(), k, k, None) is None  # training
 
 
 @needs_compiler
@@ -124,11 +161,12 @@ def test_searches_find_the_same_translations_with_or_without_kernels(built, stra
         assert [h.score for h in with_kernels] == pytest.approx(scores, abs=1e-5)
 
 
+@needs_compiler
 def test_cached_decoding_uses_the_kernels_only_when_asked(built, monkeypatch):
     calls = []
-    monkeypatch.setattr(
-        kernels, "kernel_attend", lambda *args: calls.append(1) or kernels.torch_attend(*args)
-    )
+    module = kernels.KERNELS.get()
+    attend = module.attend
+    monkeypatch.setattr(module, "attend", lambda *args: calls.append(1) or attend(*args))
     model = tiny_model()
     src = random_tokens(2, 5, seed=3)
     for enabled in (False, True):
@@ -145,15 +183,11 @@ def test_without_kernels_searches_use_torch(monkeypatch, caplog):
     cache = kernels.KernelCache()
     monkeypatch.setattr(kernels, "KERNELS", cache)
     with caplog.at_level(logging.WARNING, logger="seq2seq.kernels"):
-        assert kernels.row_topk(True, torch.device("cpu")) is kernels.torch_topk
-        assert kernels.attention(True, torch.device("cpu")) is None
+        assert kernels.row_topk(True, CPU) is kernels.torch_topk
+        assert kernels.attention(True, CPU) is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # built (and failed) once per process
     assert "c++ not found" in warnings[0] and "more detail" not in warnings[0]
-    x = torch.randn(4, 30)
-    assert torch.equal(kernels.kernel_topk(x, 5)[0], x.topk(5, dim=1)[0])
-    q = torch.randn(2, 4, 1, 8)
-    assert torch.equal(kernels.kernel_attend(q, q, q, None), kernels.torch_attend(q, q, q, None))
 
 
 def test_the_kernel_is_only_for_cpu_and_only_when_asked(monkeypatch):
@@ -163,6 +197,6 @@ def test_the_kernel_is_only_for_cpu_and_only_when_asked(monkeypatch):
     cache = kernels.KernelCache()
     monkeypatch.setattr(cache, "get", must_not_build)
     monkeypatch.setattr(kernels, "KERNELS", cache)
-    assert kernels.row_topk(False, torch.device("cpu")) is kernels.torch_topk
+    assert kernels.row_topk(False, CPU) is kernels.torch_topk
     assert kernels.row_topk(True, torch.device("cuda")) is kernels.torch_topk
-    assert kernels.attention(False, torch.device("cpu")) is None
+    assert kernels.attention(False, CPU) is None

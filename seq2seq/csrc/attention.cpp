@@ -23,7 +23,7 @@
 
 #include "kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
 #define SEQ2SEQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SEQ2SEQ_CLONES
@@ -89,11 +89,13 @@ SEQ2SEQ_CLONES void attend_head(const Head& head, int64_t Q, int64_t L, int64_t 
       weights[j] = (head.mask && !head.mask[j]) ? minus_infinity : score;
       best = std::max(best, weights[j]);
     }
+    if (best == minus_infinity) best = 0.0f;  // every key masked: weights 0, output 0
     float total = 0;
     for (int64_t j = 0; j < L; ++j) total += (weights[j] = std::exp(weights[j] - best));
+    const float norm = total > 0.0f ? 1.0f / total : 0.0f;
     for (int64_t d = 0; d < D; ++d) sum[d] = 0.0f;
     for (int64_t j = 0; j < L; ++j) {
-      const float w = weights[j] / total;
+      const float w = weights[j] * norm;
       const float* value = values + j * value_step;
       for (int64_t d = 0; d < D; ++d) sum[d] += w * value[d];
     }
@@ -138,6 +140,10 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
               "attend: the last dimension must be contiguous");
   TORCH_CHECK(q.scalar_type() == k.scalar_type() && k.scalar_type() == v.scalar_type(),
               "attend: q, k and v of one dtype");
+  TORCH_CHECK(k.device().is_cpu() && v.device().is_cpu(), "attend: CPU tensors");
+  TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == q.size(0) && k.size(1) == q.size(1) &&
+                  k.size(3) == q.size(3),
+              "attend: keys and values (B, H, L, D) for queries (B, H, Q, D)");
   TORCH_CHECK(q.size(3) <= kMaxHead && k.size(2) >= 1, "attend: d_head <= 256, >= 1 key");
   auto out = torch::empty({q.size(0), q.size(2), q.size(1) * q.size(3)}, q.options());
   const bool* mask_data = nullptr;

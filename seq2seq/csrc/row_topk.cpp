@@ -5,7 +5,7 @@
 // PyTorch's CPU top-k copies each row into (value, index) pairs before selecting; here each row
 // is scanned once, 16 values per AVX-512 comparison against the current k-th best, and the rare
 // value above it is inserted into a sorted list of k. Ties go to the lower index (torch leaves
-// their order unspecified); NaN is never selected while k other values exist.
+// their order unspecified); NaN counts as the largest value, as in torch.topk.
 //
 // Built on first use by `seq2seq/kernels.py` (torch.utils.cpp_extension); without a compiler
 // the toolkit falls back to torch.topk.
@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 #include "kernels.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -44,9 +45,12 @@ struct Best {
   bool full() const { return filled == k; }
   float worst() const { return values[k - 1]; }  // valid once full()
 
+  // torch.topk's order: NaN above every number; strict, so an equal value stays in front
+  static bool above(float a, float b) { return (std::isnan(a) && !std::isnan(b)) || a > b; }
+
   void insert(float value, int64_t index) {
     int64_t at = full() ? k - 1 : filled++;
-    while (at > 0 && values[at - 1] < value) {  // strict: an equal value stays in front
+    while (at > 0 && above(value, values[at - 1])) {
       values[at] = values[at - 1];
       indices[at] = indices[at - 1];
       --at;
@@ -56,7 +60,7 @@ struct Best {
   }
 
   void offer(float value, int64_t index) {
-    if (!full() || value > worst()) insert(value, index);
+    if (!full() || above(value, worst())) insert(value, index);
   }
 };
 
@@ -85,10 +89,11 @@ __attribute__((target("avx512f"))) int64_t scan_avx512(const T* row, int64_t fro
     } else {
       block = _mm512_loadu_ps(row + i);
     }
-    __mmask16 above = _mm512_cmp_ps_mask(block, _mm512_set1_ps(best.worst()), _CMP_GT_OQ);
-    while (above) {
-      int lane = __builtin_ctz(above);
-      above &= above - 1;
+    // "not <=": above the k-th best, or NaN on either side (then `offer` decides)
+    __mmask16 candidates = _mm512_cmp_ps_mask(block, _mm512_set1_ps(best.worst()), _CMP_NLE_UQ);
+    while (candidates) {
+      int lane = __builtin_ctz(candidates);
+      candidates &= candidates - 1;
       best.offer(load(row, i + lane), i + lane);  // the k-th best may have risen meanwhile
     }
   }
