@@ -12,6 +12,7 @@ from helpers import pad_to, random_tokens, tiny_model
 from seq2seq.config import DecodeConfig
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
 from seq2seq.kernels import torch_topk
+from seq2seq.layers import padding_to_attention_mask
 from seq2seq.search import (
     Hypothesis,
     NextToken,
@@ -249,6 +250,51 @@ def test_cached_greedy_equals_recomputing_the_whole_prefix():
             output.append(token)
             prefix = torch.cat([prefix, torch.tensor([[token]])], dim=1)
         assert cached[i] == output
+
+
+class RecomputingCache:
+    """Each row's encoder output, source mask and target prefix: no keys or values."""
+
+    def __init__(self, memory, src_pad_mask) -> None:
+        self.memory, self.src_pad_mask = memory, src_pad_mask
+        self.prefixes = torch.zeros(len(memory), 0, dtype=torch.long)
+
+    def reorder(self, index, group_size=None) -> None:
+        self.memory, self.src_pad_mask = self.memory[index], self.src_pad_mask[index]
+        self.prefixes = self.prefixes[index]
+
+
+class Recomputing:
+    """The model without its cache: every step runs the whole decoder over the whole prefix,
+    which is what cached decoding must equal."""
+
+    def __init__(self, model) -> None:
+        self.model, self.cfg = model, model.cfg
+        self.output_projection = model.output_projection
+
+    def encode(self, src, src_pad_mask):
+        return self.model.encode(src, src_pad_mask)
+
+    def init_cache(self, memory, src_pad_mask):
+        return RecomputingCache(memory, src_pad_mask)
+
+    def decode_step(self, tokens, cache, project=True):
+        cache.prefixes = torch.cat([cache.prefixes, tokens[:, None]], dim=1)
+        attn_mask = padding_to_attention_mask(cache.src_pad_mask)
+        hidden = self.model.decoder(cache.prefixes, cache.memory, attn_mask)[:, -1]
+        return self.output_projection(hidden) if project else hidden
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_cached_beam_search_equals_recomputing_the_whole_prefix(length_penalty):
+    model = tiny_model()
+    _, src, mask = batch_of(6, 4, 9)
+    cfg = DecodeConfig(strategy="beam", beam=3, nbest=3, length_penalty=length_penalty)
+    cached = beam_search(model, src, mask, cfg)
+    uncached = beam_search(Recomputing(model), src, mask, cfg)
+    for a, b in zip(cached, uncached, strict=True):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
 
 
 def test_scores_are_the_sums_of_token_scores_normalised():
