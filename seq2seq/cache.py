@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+# (q, keys, values, mask) -> (batch, q_len, d_model), or None for inputs it does not take: an
+# attention for the few queries of cached decoding (`seq2seq.kernels`); None: the model's own
+Attend = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
+
 
 @dataclass
 class LayerCache:
@@ -101,9 +105,7 @@ class DecoderCache:
     layers: list[LayerCache]
     src_attn_mask: Tensor | None  # (groups, 1, 1, src_len), True where attention is allowed
     group_size: int = 1  # consecutive rows sharing one source (the beam size in beam search)
-    # (q, keys, values, mask) -> (batch, q_len, d_model): a faster attention for these few
-    # queries (`seq2seq.kernels`), set by the search; None: the model's own
-    attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None] | None = None
+    attend: Attend | None = None  # a faster attention (`seq2seq.kernels`), set by the search
 
     @property
     def steps(self) -> int:

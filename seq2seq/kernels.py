@@ -31,6 +31,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from seq2seq.cache import Attend
+
 log = logging.getLogger(__name__)
 
 SOURCES = [
@@ -38,7 +40,6 @@ SOURCES = [
     for name in ("row_topk.cpp", "attention.cpp", "bindings.cpp")
 ]
 TopK = Callable[[Tensor, int], tuple[Tensor, Tensor]]
-Attend = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
 
 
 class KernelCache:

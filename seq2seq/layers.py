@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.cache import LayerCache
+from seq2seq.cache import Attend, LayerCache
 from seq2seq.config import Activation, ModelConfig, NormPlacement
 
 
@@ -147,7 +147,7 @@ class MultiHeadAttention(nn.Module):
         attn_mask: Tensor | None = None,
         causal: bool = False,
         queries: Tensor | None = None,
-        attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None] | None = None,
+        attend: Attend | None = None,
     ) -> Tensor:
         """Attend from `query` (batch, q_len, d_model) to projected keys/values.
 
@@ -315,7 +315,7 @@ class DecoderLayer(nn.Module):
         src_attn_mask: Tensor | None,
         cache: LayerCache | None = None,
         group_size: int = 1,
-        attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] | None = None,
+        attend: Attend | None = None,
     ) -> Tensor:
         """x: (rows, tgt_len, d_model), the new target positions only when `cache` is given.
 

@@ -34,12 +34,7 @@ namespace {
 constexpr int64_t kMaxHead = 256;
 
 inline float to_float(float x) { return x; }
-inline float to_float(at::BFloat16 x) {
-  uint32_t bits = uint32_t(reinterpret_cast<const uint16_t&>(x)) << 16;
-  float value;
-  std::memcpy(&value, &bits, sizeof value);
-  return value;
-}
+inline float to_float(at::BFloat16 x) { return bf16_bits_to_float(x.x); }
 
 struct Head {  // one (batch, head): pointers to its first query/key/value/output row, and steps
   const void* q;

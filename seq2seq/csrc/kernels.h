@@ -3,7 +3,17 @@
 
 #include <torch/extension.h>
 
+#include <cstdint>
+#include <cstring>
 #include <vector>
+
+// A bfloat16's bits as the float32 it is (bfloat16 is the top half of a float32).
+inline float bf16_bits_to_float(uint16_t bits) {
+  uint32_t widened = uint32_t(bits) << 16;
+  float value;
+  std::memcpy(&value, &widened, sizeof value);
+  return value;
+}
 
 // (values, indices) of the k largest values of each row of a (rows, n) tensor.
 std::vector<torch::Tensor> row_topk(const torch::Tensor& x, int64_t k);

@@ -27,13 +27,6 @@
 
 namespace {
 
-float bf16_to_float(uint16_t bits) {
-  uint32_t widened = uint32_t(bits) << 16;  // bfloat16 is the top half of a float32
-  float value;
-  std::memcpy(&value, &widened, sizeof value);
-  return value;
-}
-
 // The best k (value, index) pairs of a row so far, sorted best first, written straight into
 // the row of the output tensors.
 struct Best {
@@ -66,7 +59,7 @@ struct Best {
 
 template <typename T>
 float load(const T* row, int64_t i) {
-  if constexpr (std::is_same_v<T, uint16_t>) return bf16_to_float(row[i]);
+  if constexpr (std::is_same_v<T, uint16_t>) return bf16_bits_to_float(row[i]);
   else return row[i];
 }
 
