@@ -7,29 +7,30 @@ line are reported in one line with exit status 2, never with a traceback.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import logging
 import os
 import re
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import fields
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import hydra
-import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
-from seq2seq.config import Config, DecodeConfig, load_saved_config, register_configs, schema_keys
-from seq2seq.constants import EOS_ID
+from seq2seq.arguments import (
+    parse_bool,
+    parse_key_values,
+    positive_int,
+    set_threads,
+    split_decode_arguments,
+    with_decode_overrides,
+)
+from seq2seq.config import Config, load_saved_config, register_configs, schema_keys
 from seq2seq.errors import UserError
 from seq2seq.metrics import format_score
 
@@ -260,49 +261,19 @@ train_main = hydra_command(train_job)
 # --------------------------------------------------------------------------- seq2seq-average
 
 
-def usage(defaults: dict[str, str]) -> str:
-    """`usage: seq2seq-x run=... [input=-] ...`: required keys first, defaults shown."""
-    required = [f"{key}=..." for key, value in defaults.items() if value == ""]
-    optional = [f"[{key}={value}]" for key, value in defaults.items() if value != ""]
-    return " ".join([f"usage: {Path(sys.argv[0]).name}", *required, *optional])
-
-
-def parse_key_values(argv: list[str], defaults: dict[str, str]) -> dict[str, str]:
-    """`key=value` arguments; unknown keys are errors naming the accepted ones."""
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(usage(defaults))
-        raise SystemExit(0)
-    values = dict(defaults)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in defaults:
-            close = difflib.get_close_matches(key, list(defaults), n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise UserError(
-                f"unknown argument '{arg}'; {hint}accepted: "
-                f"{', '.join(f'{k}=...' for k in defaults)}"
-            )
-        values[key] = value
-    missing = [k for k, v in values.items() if v == ""]
-    if missing:
-        raise UserError(f"missing argument(s): {', '.join(f'{k}=...' for k in missing)}")
-    return values
-
-
 AVERAGE_ARGS = {"run": "", "last": "5", "out": "-"}
 
 
 def average_main() -> None:
     """seq2seq-average run=<run dir> [last=5] [out=<run dir>/model.avg.safetensors]"""
-    from seq2seq import checkpoint
 
     def job() -> None:
+        from seq2seq import checkpoint
+
         args = parse_key_values(sys.argv[1:], AVERAGE_ARGS)
         run_dir = Path(args["run"])
-        if not args["last"].isdigit() or int(args["last"]) < 1:
-            raise UserError(f"last must be a positive integer, got '{args['last']}'")
-        paths = [p / checkpoint.WEIGHTS for p in checkpoint.step_dirs(run_dir)]
-        paths = paths[-int(args["last"]) :]
+        last = positive_int(args, "last")
+        paths = [p / checkpoint.WEIGHTS for p in checkpoint.step_dirs(run_dir)][-last:]
         if not paths:
             raise UserError(f"no checkpoints in {run_dir / checkpoint.CHECKPOINTS}")
         out = run_dir / "model.avg.safetensors" if args["out"] == "-" else Path(args["out"])
@@ -315,71 +286,7 @@ def average_main() -> None:
     exit_on_user_error(job)
 
 
-# --------------------------------------------------------------------------- decode.* arguments
-
-
-def split_decode_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(other arguments, decode.* overrides)."""
-    decode = [a for a in argv if a.startswith("decode.")]
-    return [a for a in argv if not a.startswith("decode.")], decode
-
-
-def with_decode_overrides(decode: DecodeConfig, overrides: list[str]) -> DecodeConfig:
-    """The run's decoding settings with `decode.key=value` overrides, type-checked."""
-    if not overrides:
-        return decode
-    try:
-        merged = OmegaConf.merge(
-            OmegaConf.structured(decode),
-            OmegaConf.from_dotlist([o.removeprefix("decode.") for o in overrides]),
-        )
-        return OmegaConf.to_object(merged)
-    except UserError:
-        raise
-    except Exception as error:
-        key = getattr(error, "full_key", "") or ""
-        if "not in" in str(error):
-            known = [f"decode.{f.name}" for f in fields(DecodeConfig)]
-            close = difflib.get_close_matches(f"decode.{key}", known, n=2)
-            hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise UserError(f"unknown decoding option 'decode.{key}'{hint}") from None
-        first = str(error).strip().splitlines()[0]
-        raise UserError(f"invalid decoding option decode.{key}: {first}") from None
-
-
 # --------------------------------------------------------------------------- seq2seq-translate
-
-
-def read_input(path: str) -> Iterator[str]:
-    """Lines of a file or of stdin ("-"), decoded strictly; invalid UTF-8 names the line."""
-    stream = sys.stdin.buffer if path == "-" else open_input_file(Path(path))
-    for number, raw in enumerate(stream, start=1):
-        try:
-            yield raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            name = "standard input" if path == "-" else path
-            raise UserError(f"{name}: invalid UTF-8 on line {number}") from None
-
-
-def open_input_file(path: Path):
-    if not path.exists():
-        raise UserError(f"input file not found: {path}")
-    if path.is_dir():
-        raise UserError(f"input {path} is a directory, not a file")
-    return open(path, "rb")  # noqa: SIM115 (closed when the generator ends)
-
-
-def format_translation(index: int, translation, nbest: int) -> str:
-    """One line, or with decode.nbest > 1 exactly `nbest` TSV lines: input index (from 0),
-    rank (from 1), score (length-normalised log-probability, nan for an empty input), text."""
-    if nbest == 1:
-        return translation.text + "\n"
-    missing = nbest - len(translation.nbest)  # an empty input line has no hypotheses
-    rows = translation.nbest + [(float("nan"), "")] * max(missing, 0)
-    return "".join(
-        f"{index}\t{rank}\t{score:.4f}\t{text}\n"
-        for rank, (score, text) in enumerate(rows, start=1)
-    )
 
 
 TRANSLATE_ARGS = {
@@ -396,9 +303,10 @@ TRANSLATE_ARGS = {
 
 def translate_main() -> None:
     """seq2seq-translate run=<run dir> [input=-] [output=-] [checkpoint=best|last|average|<file>]
-    [device=auto] [precision=fp32|bf16] [threads=N] [decode.KEY=VALUE ...]"""
+    [device=auto] [precision=fp32|bf16|fp16] [threads=N] [decode.KEY=VALUE ...]"""
 
     def job() -> None:
+        from seq2seq.outputs import write_translations
         from seq2seq.translate import Translator, load_run_config
 
         argv, decode_args = split_decode_arguments(sys.argv[1:])
@@ -413,117 +321,9 @@ def translate_main() -> None:
         translator = Translator.from_run(
             run_dir, args["checkpoint"], args["device"], decode, args["precision"]
         )
-        write_translations(translator, args)
-        warn_about_truncation(translator)
+        write_translations(translator, args["input"], args["output"], positive_int(args, "chunk"))
 
     exit_on_user_error(job)
-
-
-def warn_about_truncation(translator) -> None:
-    if translator.truncated:
-        print(
-            f"warning: {translator.truncated} input line(s) longer than "
-            f"{translator.max_source_tokens} tokens were truncated",
-            file=sys.stderr,
-        )
-
-
-def write_translations(translator, args: dict[str, str]) -> None:
-    """Stream to stdout, or write a file under a temporary name renamed at the end."""
-    lines = read_input(args["input"])
-    translations = translator.translate_stream(lines, chunk_size=positive_int(args, "chunk"))
-    nbest = translator.decode.nbest
-    if args["output"] == "-":
-        if hasattr(sys.stdout, "reconfigure"):  # UTF-8 like the input, whatever the locale
-            sys.stdout.reconfigure(encoding="utf-8")
-        for index, translation in enumerate(translations):
-            sys.stdout.write(format_translation(index, translation, nbest))
-        sys.stdout.flush()
-        return
-    output = Path(args["output"])
-    if not output.parent.is_dir():
-        raise UserError(f"cannot write {output}: directory {output.parent} does not exist")
-    temporary = output.with_name(f".{output.name}.tmp")
-    try:
-        stream = open(temporary, "w", encoding="utf-8")  # noqa: SIM115
-    except OSError as error:
-        raise UserError(f"cannot write {output}: {error.strerror}") from None
-    written = 0
-    try:
-        with stream, progress_bar(translator), terminate_as_exit():
-            for index, translation in enumerate(translations):
-                stream.write(format_translation(index, translation, nbest))
-                written = index + 1
-        os.replace(temporary, output)
-        output.with_name(f"{output.name}.partial").unlink(missing_ok=True)  # an earlier run's
-    except BaseException:
-        keep_partial_output(temporary, output, written)
-        raise
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def progress_bar(translator) -> Iterator[None]:
-    """A progress bar on stderr (when it is a terminal), advanced after every batch."""
-    with tqdm(unit=" sentences", file=sys.stderr, disable=None, smoothing=0.1) as bar:
-        translator.progress = bar.update
-        try:
-            yield
-        finally:
-            translator.progress = None
-
-
-def keep_partial_output(temporary: Path, output: Path, written: int) -> None:
-    """After a failure or Ctrl-C, the translations finished so far stay in <output>.partial."""
-    if written == 0 or not temporary.is_file():
-        return
-    partial = output.with_name(f"{output.name}.partial")
-    try:
-        os.replace(temporary, partial)
-    except OSError as error:
-        print(f"stopped; could not keep the finished translations: {error}", file=sys.stderr)
-        return
-    print(f"stopped: the first {written} translation(s) are in {partial}", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def terminate_as_exit() -> Iterator[None]:
-    """SIGTERM (a scheduler, `kill`) ends the process like Ctrl-C, through `finally` blocks,
-    instead of at once; only SIGKILL cannot be caught."""
-
-    def exit_on(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, exit_on)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def parse_bool(args: dict[str, str], key: str) -> bool:
-    value = args[key].lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise UserError(f"{key} must be true or false, got '{args[key]}'")
-    return value in ("true", "1", "yes")
-
-
-def positive_int(args: dict[str, str], key: str) -> int:
-    value = args[key]
-    if not value.isdigit() or int(value) < 1:
-        raise UserError(f"{key} must be a positive integer, got '{value}'")
-    return int(value)
-
-
-def set_threads(value: str) -> None:
-    if not value.isdigit():
-        raise UserError(f"threads must be a non-negative integer, got '{value}'")
-    if int(value) > 0:
-        torch.set_num_threads(int(value))
 
 
 # --------------------------------------------------------------------------- seq2seq-evaluate
@@ -545,6 +345,7 @@ EVALUATE_ARGS = {
     "metrics": "bleu,chrf",
     "lowercase": "false",
 }
+METRICS = ("bleu", "chrf", "ter")
 
 
 def evaluate_main() -> None:
@@ -555,11 +356,13 @@ def evaluate_main() -> None:
     [metrics=bleu,chrf,ter] [lowercase=false] [checkpoint=best] [decode.KEY=VALUE ...]"""
 
     def job() -> None:
+        from seq2seq.evaluate import run_evaluation
+
         argv, decode_args = split_decode_arguments(sys.argv[1:])
         args = parse_key_values(argv, EVALUATE_ARGS)
         set_threads(args["threads"])
         metrics = tuple(m.strip() for m in args["metrics"].split(","))
-        unknown = [m for m in metrics if m not in ("bleu", "chrf", "ter")]
+        unknown = [m for m in metrics if m not in METRICS]
         if unknown:
             raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from bleu, chrf, ter")
         lowercase = parse_bool(args, "lowercase")
@@ -567,72 +370,6 @@ def evaluate_main() -> None:
             print(format_score(score))
 
     exit_on_user_error(job)
-
-
-def run_evaluation(
-    args: dict[str, str], decode_args: list[str], metrics: tuple[str, ...], lowercase: bool
-) -> dict:
-    from seq2seq.evaluate import (
-        check_langpair,
-        evaluate_split,
-        read_text_lines,
-        sacrebleu_test_set,
-        score_files,
-        translate_and_score,
-    )
-    from seq2seq.translate import Translator, load_run_config
-
-    given = {k for k, v in args.items() if v != "-"}
-    if {"hyp", "ref"} <= given and "run" not in given:
-        hyp = Path(args["hyp"])
-        out_dir = Path(args["out"]) if "out" in given else hyp.parent
-        return score_files(hyp, Path(args["ref"]), metrics, lowercase, out_dir)
-    if "run" not in given:
-        raise UserError(
-            "give hyp=<file> ref=<file>, or run=<run dir> with src=+ref=, split= "
-            "or testset=+langpair="
-        )
-    run_dir = Path(args["run"])
-    config = load_run_config(run_dir)
-    config.decode = with_decode_overrides(config.decode, decode_args)
-    translator = Translator.from_run(
-        run_dir, args["checkpoint"], args["device"], config.decode, args["precision"]
-    )
-    out_dir = Path(args["out"]) if "out" in given else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if "split" in given:
-        return evaluate_split(
-            translator.model,
-            translator.tokenizer,
-            config,
-            args["split"],
-            out_dir,
-            translator.device,
-            metrics,
-            lowercase,
-            verbose=False,
-        )
-    if {"src", "ref"} <= given:
-        sources = read_text_lines(Path(args["src"]))
-        references = [read_text_lines(Path(args["ref"]))]
-        hyp_path = out_dir / f"hyp.{Path(args['src']).name}.txt"
-        key = args["src"]
-    elif {"testset", "langpair"} <= given:
-        check_langpair(args["langpair"], config.data.src_lang, config.data.tgt_lang)
-        sources, references = sacrebleu_test_set(args["testset"], args["langpair"])
-        hyp_path = out_dir / f"hyp.{args['testset'].replace('/', '_')}.{args['langpair']}.txt"
-        key = f"{args['testset']}:{args['langpair']}"
-    else:
-        raise UserError(
-            "with run=, give src=<file> ref=<file>, split=<name> or testset=<name> "
-            "langpair=<src-tgt>"
-        )
-    with progress_bar(translator):
-        scores = translate_and_score(
-            translator, sources, references, hyp_path, key, metrics, lowercase
-        )
-    warn_about_truncation(translator)
-    return scores
 
 
 # --------------------------------------------------------------------------- seq2seq-export
@@ -689,56 +426,19 @@ def attention_main() -> None:
     [checkpoint=best|last|average|<file>]: heatmaps of every attention and an HTML page."""
 
     def job() -> None:
-        from seq2seq.inspection import attention_maps
-        from seq2seq.plots import attention_figures, attention_page, pyplot
+        from seq2seq.inspection import attention_report, chosen_sentences
+        from seq2seq.plots import pyplot
         from seq2seq.translate import Translator
 
         args = parse_key_values(sys.argv[1:], ATTENTION_ARGS)
-        sentences = attention_inputs(args)
+        given = {key: None if value == "-" else value for key, value in args.items()}
+        sentences = chosen_sentences(given["text"], given["input"], args["lines"])
         pyplot()  # a missing matplotlib is reported before the model is loaded
         translator = Translator.from_run(Path(args["run"]), args["checkpoint"], "cpu")
-        tokenizer, out = translator.tokenizer, Path(args["out"])
-        out.mkdir(parents=True, exist_ok=True)
-        pages = []
-        for number, sentence in enumerate(sentences, 1):
-            source = tokenizer.encode([sentence.strip()], "src")[0][: translator.max_source_tokens]
-            target = [*translator.search_ids([source])[0][0].tokens, EOS_ID]  # (its best)
-            maps = attention_maps(translator.model, [*source, EOS_ID], target)
-            figures = attention_figures(
-                maps,
-                [*tokenizer.pieces(source, "src"), "</s>"],
-                [*tokenizer.pieces(target[:-1], "tgt"), "</s>"],
-                out,
-                f"sentence{number}",
-            )
-            translation = tokenizer.decode([target], "tgt")[0]
-            pages.append({"source": sentence, "translation": translation, "figures": figures})
-        page = attention_page(out, pages)
-        print(f"wrote {len(pages)} sentence(s) of attention maps: {page}")
+        page = attention_report(translator, sentences, Path(args["out"]))
+        print(f"wrote {len(sentences)} sentence(s) of attention maps: {page}")
 
     exit_on_user_error(job)
-
-
-def attention_inputs(args: dict[str, str]) -> list[str]:
-    """The sentences to show: text=..., or lines=A-B (1-based) of input=<file>."""
-    if (args["text"] == "-") == (args["input"] == "-"):
-        raise UserError('give exactly one of text="a sentence" or input=<file> [lines=1-3]')
-    if args["text"] != "-":
-        if not args["text"].strip():
-            raise UserError("text= is empty; give a sentence to translate")
-        return [args["text"]]
-    first, _, last = args["lines"].partition("-")
-    if not first.isdigit() or not (last or first).isdigit() or int(first) < 1:
-        raise UserError(f"lines must look like 3 or 1-5 (1-based), got '{args['lines']}'")
-    start, stop = int(first), int(last or first)
-    chosen = [
-        line for number, line in enumerate(read_input(args["input"]), 1) if start <= number <= stop
-    ]
-    if not chosen:
-        raise UserError(f"{args['input']} has no lines {args['lines']}")
-    if not any(line.strip() for line in chosen):
-        raise UserError(f"lines {args['lines']} of {args['input']} are empty")
-    return [line for line in chosen if line.strip()]
 
 
 # --------------------------------------------------------------------------- seq2seq-plot

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ import pyarrow.compute as pc
 from seq2seq import multi30k
 from seq2seq.config import DataConfig, DataSource
 from seq2seq.errors import UserError
+from seq2seq.files import check_file, open_binary, read_lines
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -47,17 +46,6 @@ IDS_FEATURES = datasets.Features(
 
 
 # ---------------------------------------------------------------------------- reading files
-
-
-def open_binary(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-
-
-def check_file(path: Path) -> None:
-    if not path.exists():
-        raise UserError(f"file not found: {path}")
-    if not path.is_file():
-        raise UserError(f"{path} is a directory, not a file")
 
 
 def count_lines(path: Path) -> int:
@@ -84,12 +72,6 @@ def count_lines(path: Path) -> int:
     except (OSError, EOFError) as error:  # unreadable or truncated gzip
         raise UserError(f"cannot read {path}: {error}") from None
     return lines + (last != b"\n")
-
-
-def read_lines(path: Path) -> Iterator[str]:
-    with open_binary(path) as stream:
-        for raw in stream:
-            yield raw.decode("utf-8").rstrip("\r\n")
 
 
 def normalize(text: str) -> str:

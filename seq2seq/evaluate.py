@@ -9,23 +9,24 @@ from pathlib import Path
 
 import torch
 
+from seq2seq.arguments import with_decode_overrides
 from seq2seq.batching import EncodedSplit
 from seq2seq.config import Config
 from seq2seq.data import encode_split, load_split, split_spec
 from seq2seq.errors import UserError
+from seq2seq.files import read_lines, write_atomically
 from seq2seq.metrics import Score, corpus_scores, format_score
 from seq2seq.model import Transformer
+from seq2seq.outputs import progress_bar, warn_about_truncation
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.translate import Translator, translate_encoded
+from seq2seq.translate import Translator, load_run_config, translate_encoded
 
 log = logging.getLogger(__name__)
 RESULTS = "results.json"
 
 
 def write_lines_atomically(path: Path, lines: list[str]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, "".join(f"{line}\n" for line in lines))
 
 
 def record_results(out_dir: Path, key: str, value: dict) -> None:
@@ -33,9 +34,7 @@ def record_results(out_dir: Path, key: str, value: dict) -> None:
     path = out_dir / RESULTS
     results = json.loads(path.read_text()) if path.is_file() else {}
     results[key] = value
-    temporary = path.with_name(f".{RESULTS}.tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(results, indent=2) + "\n")
 
 
 def evaluate_split(
@@ -78,27 +77,11 @@ def evaluate_split(
     return scores
 
 
-def read_text_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file (newlines removed); invalid UTF-8 names the line."""
-    if not path.is_file():
-        raise UserError(
-            f"file not found: {path}" if not path.exists() else f"{path} is a directory, not a file"
-        )
-    lines = []
-    with open(path, "rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            try:
-                lines.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError:
-                raise UserError(f"{path}: invalid UTF-8 on line {number}") from None
-    return lines
-
-
 def score_files(
     hyp_path: Path, ref_path: Path, metrics: tuple[str, ...], lowercase: bool, out_dir: Path
 ) -> dict[str, Score]:
     """Score an existing hypothesis file; results.json goes into `out_dir`."""
-    hypotheses, references = read_text_lines(hyp_path), read_text_lines(ref_path)
+    hypotheses, references = list(read_lines(hyp_path)), list(read_lines(ref_path))
     if len(hypotheses) != len(references):
         raise UserError(
             f"{hyp_path} has {len(hypotheses)} lines but {ref_path} has "
@@ -183,4 +166,62 @@ def sacrebleu_test_set(testset: str, langpair: str) -> tuple[list[str], list[lis
             f"cannot get sacreBLEU test set {testset} {langpair}: sacreBLEU could not download "
             "or verify it (its message is above)"
         ) from None
-    return read_text_lines(Path(source)), [read_text_lines(Path(r)) for r in references]
+    return list(read_lines(source)), [list(read_lines(r)) for r in references]
+
+
+def run_evaluation(
+    args: dict[str, str], decode_overrides: list[str], metrics: tuple[str, ...], lowercase: bool
+) -> dict[str, Score]:
+    """`seq2seq-evaluate`'s job: score hyp= against ref=, or translate with run= (src=+ref=,
+    split= or testset=+langpair=) and score. Arguments given as "-" are absent."""
+    given = {k for k, v in args.items() if v != "-"}
+    if {"hyp", "ref"} <= given and "run" not in given:
+        hyp = Path(args["hyp"])
+        out_dir = Path(args["out"]) if "out" in given else hyp.parent
+        return score_files(hyp, Path(args["ref"]), metrics, lowercase, out_dir)
+    if "run" not in given:
+        raise UserError(
+            "give hyp=<file> ref=<file>, or run=<run dir> with src=+ref=, split= "
+            "or testset=+langpair="
+        )
+    run_dir = Path(args["run"])
+    config = load_run_config(run_dir)
+    config.decode = with_decode_overrides(config.decode, decode_overrides)
+    translator = Translator.from_run(
+        run_dir, args["checkpoint"], args["device"], config.decode, args["precision"]
+    )
+    out_dir = Path(args["out"]) if "out" in given else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "split" in given:
+        return evaluate_split(
+            translator.model,
+            translator.tokenizer,
+            config,
+            args["split"],
+            out_dir,
+            translator.device,
+            metrics,
+            lowercase,
+            verbose=False,
+        )
+    if {"src", "ref"} <= given:
+        sources = list(read_lines(args["src"]))
+        references = [list(read_lines(args["ref"]))]
+        hyp_path = out_dir / f"hyp.{Path(args['src']).name}.txt"
+        key = args["src"]
+    elif {"testset", "langpair"} <= given:
+        check_langpair(args["langpair"], config.data.src_lang, config.data.tgt_lang)
+        sources, references = sacrebleu_test_set(args["testset"], args["langpair"])
+        hyp_path = out_dir / f"hyp.{args['testset'].replace('/', '_')}.{args['langpair']}.txt"
+        key = f"{args['testset']}:{args['langpair']}"
+    else:
+        raise UserError(
+            "with run=, give src=<file> ref=<file>, split=<name> or testset=<name> "
+            "langpair=<src-tgt>"
+        )
+    with progress_bar(translator):
+        scores = translate_and_score(
+            translator, sources, references, hyp_path, key, metrics, lowercase
+        )
+    warn_about_truncation(translator)
+    return scores

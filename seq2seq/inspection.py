@@ -8,13 +8,20 @@ with `MultiHeadAttention.attention_weights`. Training and decoding never pay for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from seq2seq.constants import BOS_ID
+from seq2seq.constants import BOS_ID, EOS_ID
+from seq2seq.errors import UserError
+from seq2seq.files import read_lines
 from seq2seq.layers import MultiHeadAttention
 from seq2seq.model import Transformer
+
+if TYPE_CHECKING:
+    from seq2seq.translate import Translator
 
 
 @dataclass
@@ -63,3 +70,49 @@ def recorder(into: list[Tensor]):
         into.append(weights[0].float())  # (heads, q_len, k_len)
 
     return hook
+
+
+def chosen_sentences(text: str | None, input_path: str | None, lines: str) -> list[str]:
+    """The sentences to show: `text`, or lines `A-B` (1-based) of the file `input_path`."""
+    if (text is None) == (input_path is None):
+        raise UserError('give exactly one of text="a sentence" or input=<file> [lines=1-3]')
+    if text is not None:
+        if not text.strip():
+            raise UserError("text= is empty; give a sentence to translate")
+        return [text]
+    first, _, last = lines.partition("-")
+    if not first.isdigit() or not (last or first).isdigit() or int(first) < 1:
+        raise UserError(f"lines must look like 3 or 1-5 (1-based), got '{lines}'")
+    start, stop = int(first), int(last or first)
+    chosen = [
+        line for number, line in enumerate(read_lines(input_path), 1) if start <= number <= stop
+    ]
+    if not chosen:
+        raise UserError(f"{input_path} has no lines {lines}")
+    if not any(line.strip() for line in chosen):
+        raise UserError(f"lines {lines} of {input_path} are empty")
+    return [line for line in chosen if line.strip()]
+
+
+def attention_report(translator: Translator, sentences: list[str], out: Path) -> Path:
+    """Translate each sentence, draw every attention of the pair, and write an HTML page
+    showing them all into `out`; returns the page."""
+    from seq2seq.plots import attention_figures, attention_page
+
+    tokenizer = translator.tokenizer
+    out.mkdir(parents=True, exist_ok=True)
+    pages = []
+    for number, sentence in enumerate(sentences, 1):
+        source = tokenizer.encode([sentence.strip()], "src")[0][: translator.max_source_tokens]
+        target = [*translator.search_ids([source])[0][0].tokens, EOS_ID]  # (its best)
+        maps = attention_maps(translator.model, [*source, EOS_ID], target)
+        figures = attention_figures(
+            maps,
+            [*tokenizer.pieces(source, "src"), "</s>"],
+            [*tokenizer.pieces(target[:-1], "tgt"), "</s>"],
+            out,
+            f"sentence{number}",
+        )
+        translation = tokenizer.decode([target], "tgt")[0]
+        pages.append({"source": sentence, "translation": translation, "figures": figures})
+    return attention_page(out, pages)

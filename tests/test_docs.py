@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from seq2seq.cli import KEY_VALUE_COMMANDS, check_overrides, to_config, with_decode_overrides
+from seq2seq.arguments import with_decode_overrides
+from seq2seq.cli import KEY_VALUE_COMMANDS, check_overrides, to_config
 from seq2seq.config import DecodeConfig, register_configs
 
 ROOT = Path(__file__).resolve().parents[1]

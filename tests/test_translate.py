@@ -105,8 +105,8 @@ def test_decoding_options_can_be_overridden_in_python(toy_run):
         (["decode.beam=x"], "", "decode.beam"),
         (["outptu=x"], "", "did you mean output?"),
         ([], b"fine\n\xff\xfe bad\n", "standard input: invalid UTF-8 on line 2"),
-        (["input=/nonexistent/input.txt"], "", "input file not found: /nonexistent/input.txt"),
-        (["input=/"], "", "input / is a directory, not a file"),
+        (["input=/nonexistent/input.txt"], "", "file not found: /nonexistent/input.txt"),
+        (["input=/"], "", "/ is a directory, not a file"),
         (["output=/nonexistent/out.txt"], "red\n", "directory /nonexistent does not exist"),
     ],
 )
@@ -206,7 +206,7 @@ def test_checkpoint_last_and_best_load_their_own_weights(toy_run, tmp_path):
 
 
 def test_the_progress_bar_advances_batch_by_batch(toy_run, tmp_path, monkeypatch):
-    from seq2seq import cli
+    from seq2seq import outputs
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -216,10 +216,9 @@ def test_the_progress_bar_advances_batch_by_batch(toy_run, tmp_path, monkeypatch
     source.write_text("\n".join(LINES * 4) + "\n")
     stderr = Terminal()
     monkeypatch.setattr(sys, "stderr", stderr)
-    monkeypatch.setattr(cli, "tqdm", functools.partial(cli.tqdm, mininterval=0))  # every update
+    monkeypatch.setattr(outputs, "tqdm", functools.partial(outputs.tqdm, mininterval=0))
     translator = Translator.from_run(toy_run, device="cpu", decode=DecodeConfig(max_tokens=8))
-    args = {"input": str(source), "output": str(tmp_path / "out.txt"), "chunk": "5000"}
-    cli.write_translations(translator, args)
+    outputs.write_translations(translator, str(source), str(tmp_path / "out.txt"))
     counts = [int(n) for n in re.findall(r"(\d+) sentences \[", stderr.getvalue())]
     assert "sentences/s" in stderr.getvalue()
     assert counts[-1] == 12  # the non-empty lines, all in one chunk of 20
@@ -229,7 +228,7 @@ def test_the_progress_bar_advances_batch_by_batch(toy_run, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_a_failure_keeps_the_finished_translations(toy_run, tmp_path, capsys, stop):
-    from seq2seq import cli
+    from seq2seq.outputs import write_translations
 
     translator = Translator.from_run(toy_run, device="cpu")
     stream = translator.translate_stream
@@ -244,9 +243,8 @@ def test_a_failure_keeps_the_finished_translations(toy_run, tmp_path, capsys, st
     source = tmp_path / "input.txt"
     source.write_text("red dog\nthe big cat\nmore\n")
     output = tmp_path / "out.txt"
-    args = {"input": str(source), "output": str(output), "chunk": "2"}
     with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else SystemExit):
-        cli.write_translations(translator, args)
+        write_translations(translator, str(source), str(output), chunk_size=2)
     partial = tmp_path / "out.txt.partial"
     assert not output.exists()
     assert partial.read_text().splitlines() == translator.translate(["red dog", "the big cat"])
@@ -254,7 +252,7 @@ def test_a_failure_keeps_the_finished_translations(toy_run, tmp_path, capsys, st
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt", "out.txt.partial"]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
     translator.translate_stream = stream
-    cli.write_translations(translator, args)  # a complete run replaces the partial file
+    write_translations(translator, str(source), str(output), chunk_size=2)  # replaces .partial
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt", "out.txt"]
 
 

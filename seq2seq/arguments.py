@@ -1,0 +1,98 @@
+"""The `key=value` arguments of the commands that do not compose a Hydra config
+(`seq2seq-translate`, `-evaluate`, `-average`, `-export`, `-attention`, `-plot`)."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from seq2seq.config import DecodeConfig
+from seq2seq.errors import UserError
+
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def usage(defaults: dict[str, str]) -> str:
+    """`usage: seq2seq-x run=... [input=-] ...`: required keys first, defaults shown."""
+    required = [f"{key}=..." for key, value in defaults.items() if value == ""]
+    optional = [f"[{key}={value}]" for key, value in defaults.items() if value != ""]
+    return " ".join([f"usage: {Path(sys.argv[0]).name}", *required, *optional])
+
+
+def parse_key_values(argv: list[str], defaults: dict[str, str]) -> dict[str, str]:
+    """`key=value` arguments; unknown keys are errors naming the accepted ones. A default of ""
+    marks a required key."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(usage(defaults))
+        raise SystemExit(0)
+    values = dict(defaults)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UserError(
+                f"unknown argument '{arg}'; {hint}accepted: "
+                f"{', '.join(f'{k}=...' for k in defaults)}"
+            )
+        values[key] = value
+    missing = [k for k, v in values.items() if v == ""]
+    if missing:
+        raise UserError(f"missing argument(s): {', '.join(f'{k}=...' for k in missing)}")
+    return values
+
+
+def parse_bool(args: dict[str, str], key: str) -> bool:
+    value = args[key].lower()
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        raise UserError(f"{key} must be true or false, got '{args[key]}'")
+    return value in TRUE_WORDS
+
+
+def positive_int(args: dict[str, str], key: str) -> int:
+    value = args[key]
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"{key} must be a positive integer, got '{value}'")
+    return int(value)
+
+
+def set_threads(value: str) -> None:
+    """`threads=N`: N torch threads; 0 keeps torch's default."""
+    if not value.isdigit():
+        raise UserError(f"threads must be a non-negative integer, got '{value}'")
+    if int(value) > 0:
+        torch.set_num_threads(int(value))
+
+
+def split_decode_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(other arguments, decode.* overrides)."""
+    decode = [a for a in argv if a.startswith("decode.")]
+    return [a for a in argv if not a.startswith("decode.")], decode
+
+
+def with_decode_overrides(decode: DecodeConfig, overrides: list[str]) -> DecodeConfig:
+    """The run's decoding settings with `decode.key=value` overrides, type-checked."""
+    if not overrides:
+        return decode
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(decode),
+            OmegaConf.from_dotlist([o.removeprefix("decode.") for o in overrides]),
+        )
+        return OmegaConf.to_object(merged)
+    except UserError:
+        raise
+    except Exception as error:
+        key = getattr(error, "full_key", "") or ""
+        if "not in" in str(error):
+            known = [f"decode.{f.name}" for f in fields(DecodeConfig)]
+            close = difflib.get_close_matches(f"decode.{key}", known, n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise UserError(f"unknown decoding option 'decode.{key}'{hint}") from None
+        first = str(error).strip().splitlines()[0]
+        raise UserError(f"invalid decoding option decode.{key}: {first}") from None
