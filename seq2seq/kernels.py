@@ -20,11 +20,12 @@ warning, and decoding uses `torch.topk` and `scaled_dot_product_attention` as wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -66,12 +67,15 @@ def build() -> ModuleType | None:
         put_ninja_on_path()
         log.info("loading the CPU decoding kernels (compiled once, ~30 s the first time)")
         openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []  # torch's threads
-        return cpp_extension.load(
-            name="seq2seq_kernels",
-            sources=[str(source) for source in SOURCES],
-            extra_cflags=["-O3", *openmp],
-            extra_ldflags=openmp,
-        )
+        directory = build_directory(cpp_extension.get_default_build_root())
+        with exclusive_build(directory):
+            return cpp_extension.load(
+                name="seq2seq_kernels",
+                sources=[str(source) for source in SOURCES],
+                extra_cflags=["-O3", *openmp],
+                extra_ldflags=openmp,
+                build_directory=str(directory),
+            )
     except Exception as error:  # no compiler, no ninja, an unsupported platform, ...
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         log.warning(
@@ -81,6 +85,30 @@ def build() -> ModuleType | None:
             first_line[:200],
         )
         return None
+
+
+def build_directory(default_root: str) -> Path:
+    """Where the kernels are built and cached: per Python and torch version."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or default_root
+    version = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
+    return Path(root) / version / "seq2seq_kernels"
+
+
+@contextlib.contextmanager
+def exclusive_build(directory: Path) -> Iterator[None]:
+    """One process builds at a time. torch's own `lock` file, which a build killed midway
+    leaves behind (every later build would then wait forever), is removed while this process
+    holds the OS lock that every builder takes first."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: torch's own lock only
+        yield
+        return
+    with open(directory / "build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the OS if this process dies
+        (directory / "lock").unlink(missing_ok=True)
+        yield
 
 
 def put_ninja_on_path() -> None:

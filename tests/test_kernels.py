@@ -200,3 +200,23 @@ def test_the_kernel_is_only_for_cpu_and_only_when_asked(monkeypatch):
     assert kernels.row_topk(False, CPU) is kernels.torch_topk
     assert kernels.row_topk(True, torch.device("cuda")) is kernels.torch_topk
     assert kernels.attention(False, CPU) is None
+
+
+@needs_compiler
+def test_a_build_killed_midway_does_not_leave_later_builds_waiting_forever(built):
+    """torch's `lock` file, left in the build directory by a killed build, is cleared."""
+    import subprocess
+    import sys
+
+    from torch.utils import cpp_extension
+
+    directory = kernels.build_directory(cpp_extension.get_default_build_root())
+    (directory / "lock").touch()  # as a build killed midway leaves it
+    result = subprocess.run(
+        [sys.executable, "-c", "from seq2seq import kernels; assert kernels.build() is not None"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (directory / "lock").exists()
