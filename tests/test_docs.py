@@ -8,7 +8,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import fields, is_dataclass
+from enum import Enum
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -111,3 +114,55 @@ def test_the_site_builds_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "concepts" / "index.html").is_file()
+
+
+CONFIG_PAGE = ROOT / "docs" / "configuration.md"
+
+
+def table_rows(page: Path) -> list[list[str]]:
+    """The cells of every table row of a page (header rows included), split at unescaped `|`."""
+    rows = []
+    for line in page.read_text().splitlines():
+        if line.startswith("|") and not re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", line.strip()):
+            rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    return rows
+
+
+def composed_settings(node: object, prefix: str = "") -> dict[str, tuple[object, type]]:
+    """key -> (value, type) of every leaf setting of a composed config, recursively."""
+    settings = {}
+    types = get_type_hints(type(node))
+    for f in fields(node):
+        value = getattr(node, f.name)
+        if is_dataclass(value):
+            settings |= composed_settings(value, f"{prefix}{f.name}.")
+        else:
+            settings[f"{prefix}{f.name}"] = (value, types[f.name])
+    return settings
+
+
+def shown_default(value: object) -> str:
+    return str(value.value if isinstance(value, Enum) else value)
+
+
+def test_the_configuration_page_lists_every_setting_with_its_default_and_choices():
+    register_configs()
+    with initialize_config_module("seq2seq.conf", version_base="1.3"):
+        settings = composed_settings(to_config(compose("config")))
+    rows = {row[0].strip("`"): row for row in table_rows(CONFIG_PAGE) if row[0].startswith("`")}
+    differences = [f"{key}: not on the page" for key in settings if key not in rows]
+    differences += [f"{key}: not a setting" for key in rows if key not in settings]
+    for key, row in rows.items():
+        if len(row) != 3:
+            differences.append(f"{key}: {len(row)} cells instead of 3 (escape | as \\|)")
+        elif key in settings:
+            value, kind = settings[key]
+            if row[1] != f"`{shown_default(value)}`":
+                differences.append(f"{key}: default {row[1]}, composed `{shown_default(value)}`")
+            choices = (
+                [c.value for c in kind] if isinstance(kind, type) and issubclass(kind, Enum) else []
+            )
+            for choice in choices:
+                if not re.search(rf"(?<![\w.]){re.escape(choice)}(?!\w)", row[2]):
+                    differences.append(f"{key}: choice {choice} is not described")
+    assert not differences, "docs/configuration.md:\n" + "\n".join(differences)
