@@ -11,8 +11,8 @@ ranked; an eos among the first `beam` of them completes a hypothesis, the first 
 continuations form the next beam (so eos never starves the beam); a sentence is done when it
 has `beam` finished hypotheses. Finished hypotheses are ranked by a length-normalised score:
 
-    power: score / len ** alpha               (fairseq, Hugging Face)
-    gnmt:  score / ((5 + len) / 6) ** alpha   (Wu et al. 2016; Marian, OpenNMT)
+    power: score / len ** alpha               (fairseq, Hugging Face, Marian, CTranslate2)
+    gnmt:  score / ((5 + len) / 6) ** alpha   (Wu et al. 2016; OpenNMT-py)
 
 where score is the sum of the token log-probabilities and len counts the output tokens
 including eos. alpha = decode.length_penalty; alpha = 0 ranks by the plain sum (favouring short
