@@ -229,3 +229,16 @@ def test_every_function_the_architecture_table_names_is_what_the_package_runs():
         elif name in defined and name not in used:
             problems.append(f"`{dotted}`: defined, but nothing in seq2seq/ calls it")
     assert not problems, "docs/architecture.md:\n" + "\n".join(problems)
+
+
+def test_the_readme_layout_names_every_module():
+    paths = {
+        cell
+        for header, rows in tables(ROOT / "README.md")
+        if header[:1] == ["path"]
+        for row in rows
+        for cell in re.findall(r"`(seq2seq/\w+\.py)`", row[0])
+    }
+    modules = {f"seq2seq/{path.name}" for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    assert sorted(modules - paths) == [], "modules missing from the layout table of README.md"
+    assert sorted(paths - modules) == [], "the layout table of README.md names missing modules"
