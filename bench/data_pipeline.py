@@ -7,7 +7,7 @@
 3. Reports peak RSS (this process, and the encoding workers) against the corpus size as text.
 4. Reports the padding fraction of Multi30k training batches (4096-token budget).
 
-    python bench/data_pipeline.py --multi30k ../shared/data/multi30k --workdir /tmp/s2s-bench
+    python bench/data_pipeline.py --multi30k <multi30k dir> --workdir /tmp/s2s-bench
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ system five-fold at batch 1. Reports sentences/s, target tokens/s, BLEU (sacreBL
 identical to ours in float32, and each system's peak memory (its process's, model included).
 Needs `pip install transformers` (and `ctranslate2` for --ct2).
 
-    python bench/decode_speed.py --run <run dir> --multi30k ../shared/data/multi30k
+    python bench/decode_speed.py --run <run dir> --multi30k <multi30k dir>
 """
 
 from __future__ import annotations

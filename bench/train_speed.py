@@ -5,7 +5,7 @@ systems alternating in one run so machine noise hits both. Reports source+target
 (non-pad) per system and precision, and the ratio. Needs `pip install transformers` (a benchmark
 dependency only).
 
-    python bench/train_speed.py --multi30k ../shared/data/multi30k --workdir /tmp/s2s-speed
+    python bench/train_speed.py --multi30k <multi30k dir> --workdir /tmp/s2s-speed
 """
 
 from __future__ import annotations

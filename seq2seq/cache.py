@@ -33,8 +33,8 @@ class LayerCache:
     doubling) so that a step writes one position instead of copying the whole cache, and a
     reorder copies the filled part once into a second buffer that is then swapped in. They are
     stored in `self_dtype` when given (else as computed): `Transformer.init_cache` picks float32
-    on CPU, where PyTorch's attention kernel for a single bf16 query is 5x slower than for a
-    float32 one (2.1 vs 0.4 ms on (320, 4, 1, 64) queries against 20 keys, 2 threads).
+    on CPU, where PyTorch's attention kernel is slower for a single bf16 query than for a
+    float32 one (docs/benchmarks.md).
     """
 
     cross_keys: Tensor  # one per group

@@ -291,8 +291,8 @@ class SearchStrategy(str, Enum):
 
 
 class LengthPenalty(str, Enum):
-    power = "power"  # score / len ** alpha (fairseq, Hugging Face)
-    gnmt = "gnmt"  # score / ((5 + len) / 6) ** alpha (Wu et al. 2016; Marian, OpenNMT)
+    power = "power"  # score / len ** alpha (fairseq, Hugging Face, Marian, CTranslate2)
+    gnmt = "gnmt"  # score / ((5 + len) / 6) ** alpha (Wu et al. 2016; OpenNMT-py)
 
 
 @dataclass

@@ -6,8 +6,8 @@ once for inference, so that no decoding step pays for it again.
   computes on the float32 model (tested), minus autocast's casting of every weight at every
   call: a model's worth of copying per batch, and per step for the output layer.
 - On CPU the `dtype` weights are also packed once into oneDNN's blocked layout: PyTorch's bf16
-  `F.linear` re-lays the weight out at every call, which at the decoder's row counts costs up
-  to as much as the product itself. The results are bit-identical (tested); a ReLU is fused
+  `F.linear` re-lays the weight out at every call, a large part of a product at the decoder's
+  row counts (docs/benchmarks.md). The results are bit-identical (tested); a ReLU is fused
   into the feed-forward's first product.
 - The output layer keeps its float32 weight next to the `dtype` copy (`TwoPrecisionLinear`):
   the search re-scores its top candidates with it (`search.NextToken.top`).

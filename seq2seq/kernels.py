@@ -3,19 +3,17 @@ time in set-up on the small shapes of a decoding step (`decode.kernels=true`, th
 
 - `row_topk` (csrc/row_topk.cpp): the best k values of each row, as `torch.topk` returns them.
   Beam search selects 2 x beam of 8,000+ log-probabilities per row at every step; torch's CPU
-  top-k copies every row into (value, index) pairs first (1.7 ms on 320 x 8000 with 2 threads,
-  8% of a batch-64 step), the kernel scans each row once, 16 values per AVX-512 comparison
-  (0.2 ms). Same values; among equal values the lower index comes first (torch leaves that
-  order unspecified).
+  top-k copies every row into (value, index) pairs first, the kernel scans each row once, 16
+  values per AVX-512 comparison. Same values; among equal values the lower index comes first
+  (torch leaves that order unspecified).
 - `attend` (csrc/attention.cpp): attention for cached decoding, a few queries per (row, head)
-  against a few dozen keys; PyTorch's CPU flash-attention kernel takes 0.3-0.5 ms per call on
-  these shapes, the kernel 0.1-0.3 ms. Same results up to float rounding.
+  against a few dozen keys, one small loop nest each. Same results up to float rounding.
 
-Together +15% at batch 64 and +8% at batch 1 (bf16, docs/benchmarks.md). They are compiled for
-this machine on first use (`torch.utils.cpp_extension`: the system's C++ compiler and the
-`ninja` package, ~30 s once, then cached in torch's extension directory). Where that fails, one
-warning, and decoding uses `torch.topk` and `scaled_dot_product_attention` as with
-`decode.kernels=false`; other devices always do.
+What they gain is measured in docs/benchmarks.md. They are compiled for this machine on first
+use (`torch.utils.cpp_extension`: the system's C++ compiler and the `ninja` package, ~30 s
+once, then cached in torch's extension directory). Where that fails, one warning, and decoding
+uses `torch.topk` and `scaled_dot_product_attention` as with `decode.kernels=false`; other
+devices always do.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def padding_to_attention_mask(pad_mask: Tensor | None) -> Tensor | None:
 
 
 def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
-    """A region where autocast is off (entered only when it is on: entering costs ~25 us)."""
+    """A region where autocast is off (entered only when it is on: entering it is not free)."""
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
@@ -47,7 +47,7 @@ def causal_mask(query_len: int, key_len: int, device: torch.device) -> Tensor:
 class Dropout(nn.Module):
     """Dropout(x) = x * keep / (1 - p), keep ~ Bernoulli(1 - p) per element (as `nn.Dropout`).
 
-    On CPU the mask costs a third of `torch.bernoulli`'s: each 64-bit random integer gives four
+    On CPU the mask is cheaper than `torch.bernoulli`'s: each 64-bit random integer gives four
     16-bit draws, each kept when it clears a threshold, so p is rounded to a multiple of 1/65536
     (the scale uses the rounded p, keeping the expectation exact). Other devices use
     `F.dropout`. Both draw from torch's generator, whose state checkpoints save.

@@ -11,8 +11,8 @@ ranked; an eos among the first `beam` of them completes a hypothesis, the first 
 continuations form the next beam (so eos never starves the beam); a sentence is done when it
 has `beam` finished hypotheses. Finished hypotheses are ranked by a length-normalised score:
 
-    power: score / len ** alpha               (fairseq, Hugging Face)
-    gnmt:  score / ((5 + len) / 6) ** alpha   (Wu et al. 2016; Marian, OpenNMT)
+    power: score / len ** alpha               (fairseq, Hugging Face, Marian, CTranslate2)
+    gnmt:  score / ((5 + len) / 6) ** alpha   (Wu et al. 2016; OpenNMT-py)
 
 where score is the sum of the token log-probabilities and len counts the output tokens
 including eos. alpha = decode.length_penalty; alpha = 0 ranks by the plain sum (favouring short
@@ -128,7 +128,7 @@ class NextToken:
 class LogProbBuffer:
     """One float32 (rows, vocab) tensor that every step of a search reuses for its
     log-probabilities: a fresh tensor that size is memory the OS maps and zeroes anew at each
-    step (4% of a batch-64 step here)."""
+    step."""
 
     tensor: Tensor | None = None
 
@@ -153,9 +153,9 @@ def next_token(
     select: TopK,
 ) -> NextToken:
     """log p(token | source, prefix) for the position after `tokens[:, -1]`, forbidden tokens
-    at -inf (`constrain`, `ban_repeated_ngrams`). One fused log_softmax pass: on CPU it costs
-    less than a logsumexp alone. Low-precision logits are converted first: on CPU,
-    `log_softmax(bf16, dtype=float32)` takes a path 2.5x slower than the two steps."""
+    at -inf (`constrain`, `ban_repeated_ngrams`), in one fused log_softmax pass. Low-precision
+    logits are converted to float32 first: on CPU, `log_softmax(bf16, dtype=float32)` takes a
+    slower path than the two steps."""
     hidden = model.decode_step(tokens[:, -1], cache, project=False)
     logits = model.output_projection(hidden)
     log_probs = buffer.holding(logits)  # float32 logits are overwritten: `top` needs only bf16

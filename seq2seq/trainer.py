@@ -89,9 +89,9 @@ def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractC
 
 
 def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
-    """On CPU, plain matmul + softmax attention trains faster than the fused flash kernel for
-    sentence-length sequences (its backward dominated the step: 8.9k vs 7.2k tokens/s with
-    bf16 on the small model, 2 threads). GPUs keep PyTorch's choice."""
+    """On CPU, plain matmul + softmax attention: for sentence-length sequences it trains faster
+    than the fused flash kernel, whose backward is slow (docs/benchmarks.md). GPUs keep
+    PyTorch's choice."""
     if device.type == "cpu":
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()

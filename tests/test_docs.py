@@ -3,12 +3,16 @@ and the site builds."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import fields, is_dataclass
+from enum import Enum
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -111,3 +115,130 @@ def test_the_site_builds_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "concepts" / "index.html").is_file()
+
+
+CONFIG_PAGE = ROOT / "docs" / "configuration.md"
+
+
+def tables(page: Path) -> list[tuple[list[str], list[list[str]]]]:
+    """(header, rows) of every table of a page; cells are split at unescaped `|`."""
+    found, lines = [], page.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and not (i and lines[i - 1].startswith("|")):
+            table = []
+            for row in lines[i:]:
+                if not row.startswith("|"):
+                    break
+                table.append([cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]])
+            found.append((table[0], table[2:]))  # table[1] is the |---| line
+    return found
+
+
+def composed_settings(node: object, prefix: str = "") -> dict[str, tuple[object, type]]:
+    """key -> (value, type) of every leaf setting of a composed config, recursively."""
+    settings = {}
+    types = get_type_hints(type(node))
+    for f in fields(node):
+        value = getattr(node, f.name)
+        if is_dataclass(value):
+            settings |= composed_settings(value, f"{prefix}{f.name}.")
+        else:
+            settings[f"{prefix}{f.name}"] = (value, types[f.name])
+    return settings
+
+
+def shown_default(value: object) -> str:
+    return str(value.value if isinstance(value, Enum) else value)
+
+
+def test_the_configuration_page_lists_every_setting_with_its_default_and_choices():
+    register_configs()
+    with initialize_config_module("seq2seq.conf", version_base="1.3"):
+        settings = composed_settings(to_config(compose("config")))
+    rows = {row[0].strip("`"): row for _, table in tables(CONFIG_PAGE) for row in table}
+    differences = [f"{key}: not on the page" for key in settings if key not in rows]
+    differences += [f"{key}: not a setting" for key in rows if key not in settings]
+    for key, row in rows.items():
+        if len(row) != 3:
+            differences.append(f"{key}: {len(row)} cells instead of 3 (escape | as \\|)")
+        elif key in settings:
+            value, kind = settings[key]
+            if row[1] != f"`{shown_default(value)}`":
+                differences.append(f"{key}: default {row[1]}, composed `{shown_default(value)}`")
+            choices = (
+                [c.value for c in kind] if isinstance(kind, type) and issubclass(kind, Enum) else []
+            )
+            for choice in choices:
+                if not re.search(rf"(?<![\w.]){re.escape(choice)}(?!\w)", row[2]):
+                    differences.append(f"{key}: choice {choice} is not described")
+    assert not differences, "docs/configuration.md:\n" + "\n".join(differences)
+
+
+ARCHITECTURE_PAGE = ROOT / "docs" / "architecture.md"
+PACKAGE = ROOT / "seq2seq"
+
+
+def package_definitions() -> dict[str, set[str]]:
+    """module -> the functions, classes and methods it defines (`def`, `class`)."""
+    definitions = {}
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        definitions[path.stem] = {
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        }
+    return definitions
+
+
+def package_uses() -> set[str]:
+    """Every name the package's code refers to (calls, attributes, bases), docstrings excluded."""
+    used = set()
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+    return used
+
+
+def code_column_names(page: Path) -> list[str]:
+    """The dotted names in backticks in the `code` column of the page's tables."""
+    names = []
+    for header, rows in tables(page):
+        if "code" in header:
+            column = header.index("code")
+            for row in rows:
+                names += re.findall(r"`([A-Za-z_][\w.]*)`", row[column])
+    return names
+
+
+def test_every_function_the_architecture_table_names_is_what_the_package_runs():
+    definitions = package_definitions()
+    defined = set().union(*definitions.values())
+    used = package_uses()
+    names = code_column_names(ARCHITECTURE_PAGE)
+    assert "MultiHeadAttention" in names  # the table was found
+    problems = []
+    for dotted in names:
+        parts = [p for p in dotted.split(".") if p != "forward" and not p.startswith("__")]
+        name = parts[-1]
+        if parts[0] in definitions and name not in definitions[parts[0]]:
+            problems.append(f"`{dotted}`: not defined in seq2seq/{parts[0]}.py")
+        elif name in defined and name not in used:
+            problems.append(f"`{dotted}`: defined, but nothing in seq2seq/ calls it")
+    assert not problems, "docs/architecture.md:\n" + "\n".join(problems)
+
+
+def test_the_readme_layout_names_every_module():
+    paths = {
+        cell
+        for header, rows in tables(ROOT / "README.md")
+        if header[:1] == ["path"]
+        for row in rows
+        for cell in re.findall(r"`(seq2seq/\w+\.py)`", row[0])
+    }
+    modules = {f"seq2seq/{path.name}" for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    assert sorted(modules - paths) == [], "modules missing from the layout table of README.md"
+    assert sorted(paths - modules) == [], "the layout table of README.md names missing modules"
