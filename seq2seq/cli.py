@@ -7,18 +7,14 @@ line are reported in one line with exit status 2, never with a traceback.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,87 +26,18 @@ from seq2seq.arguments import (
     split_decode_arguments,
     with_decode_overrides,
 )
-from seq2seq.config import Config, load_saved_config, register_configs, schema_keys
-from seq2seq.errors import UserError
+from seq2seq.config import (
+    CONFIG_GROUPS,
+    CONFIG_MODULE,
+    Config,
+    load_saved_config,
+    register_configs,
+)
+from seq2seq.errors import UserError, first_line
 from seq2seq.metrics import format_score
+from seq2seq.overrides import check_command_line
 
-CONFIG_MODULE = "seq2seq.conf"
 log = logging.getLogger("seq2seq")
-
-
-# --------------------------------------------------------------------------- config errors
-
-
-def closest_keys(key: str) -> str:
-    known = schema_keys(Config)
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    if not close:  # compare the last part only: `model.dmodel` vs `d_model`
-        last = key.rsplit(".", 1)[-1]
-        close = [
-            k for k in known if difflib.get_close_matches(last, [k.rsplit(".", 1)[-1]], cutoff=0.7)
-        ][:3]
-    return f"; did you mean {' or '.join(close)}?" if close else ""
-
-
-def explain_config_error(error: Exception) -> str:
-    """One line for a Hydra/OmegaConf composition error."""
-    text = str(error)
-    cause = error.__cause__ or error
-    cause_text = str(cause)
-    missing_group = re.search(r"Could not find '(\w+)/([^']+)'", text)
-    if missing_group:
-        group, name = missing_group.groups()
-        options = re.search(r"Available options in '\w+':\n((?:\t.*\n?)+)", text)
-        names = options.group(1).splitlines() if options else []
-        available = ", ".join(n.strip() for n in names if n.strip() != "schema")
-        return f"unknown {group} '{name}'" + (f"; available: {available}" if available else "")
-    unknown_key = re.search(r"Key '([^']+)' not in '\w+'", cause_text)
-    if unknown_key:
-        full_key = re.search(r"full_key: (\S+)", cause_text)
-        key = full_key.group(1) if full_key else unknown_key.group(1)
-        return f"unknown config key '{key}'{closest_keys(key)}"
-    override = re.search(r"override (\S+)", text)
-    first_line = cause_text.strip().splitlines()[0] if cause_text.strip() else text
-    where = f"{override.group(1)}: " if override else ""
-    return f"invalid config value {where}{first_line}".replace("  ", " ")
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Compose once before Hydra runs the job, to turn config mistakes into one-line errors."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-        OmegaConf.to_object(cfg)  # runs every dataclass validation
-    except UserError:
-        raise
-    except Exception as error:  # Hydra and OmegaConf raise many types; all are config mistakes
-        raise UserError(explain_config_error(error)) from None
-    finally:
-        GlobalHydra.instance().clear()
-
-
-# Hydra flags whose next argument is their value, not an override
-HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i"}
-HYDRA_FLAGS_UNCHECKED = {
-    *("-m", "--multirun", "-sc", "--shell-completion"),
-    *("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"),
-}
-
-
-def command_line_overrides(argv: list[str]) -> list[str] | None:
-    """The key=value overrides to check, or None when they cannot be composed alone (multirun
-    sweeps, shell completion, another config). `--cfg job` and `--help` keep the check."""
-    if any(arg.split("=")[0] in HYDRA_FLAGS_UNCHECKED for arg in argv):
-        return None
-    overrides, skip = [], False
-    for arg in argv:
-        if skip or arg.startswith("-"):
-            skip = arg in HYDRA_FLAGS_WITH_VALUE
-            continue
-        overrides.append(arg)
-    return overrides
 
 
 # --------------------------------------------------------------------------- running jobs
@@ -159,9 +86,7 @@ def hydra_command(job: Callable[[DictConfig], None]) -> Callable[[], None]:
 
     def main() -> None:
         register_configs()
-        overrides = command_line_overrides(sys.argv[1:])
-        if overrides is not None:
-            exit_on_user_error(lambda: check_overrides(overrides))
+        exit_on_user_error(lambda: check_command_line(sys.argv[1:]))
         hydra_main()
 
     return main
@@ -171,10 +96,13 @@ def hydra_command(job: Callable[[DictConfig], None]) -> Callable[[], None]:
 
 
 def info_job(cfg: DictConfig) -> None:
-    """Build the configured model and print its architecture summary and parameter count."""
+    """Build the configured model and print its architecture summary and parameter count; a
+    model too large for the memory is refused before it is built."""
     from seq2seq.model import Transformer, count_parameters
+    from seq2seq.sizes import check_fits_in_memory
 
     m = to_config(cfg).model
+    check_fits_in_memory(m)
     model = Transformer(m)
     print(
         f"Transformer {m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, "
@@ -188,9 +116,6 @@ info = hydra_command(info_job)
 
 
 # --------------------------------------------------------------------------- seq2seq-train
-
-
-CONFIG_GROUPS = ("recipe", "model", "data", "tokenizer", "optim", "train", "decode")
 
 
 def default_run_dir() -> Path:
@@ -231,8 +156,12 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
     saved = load_saved_config(run_dir / "config.yaml")
     try:
         return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(changes)))
+    except UserError:
+        raise
     except Exception as error:
-        raise UserError(explain_config_error(error)) from None
+        raise UserError(
+            f"cannot apply {' '.join(changes)} to {run_dir}: {first_line(error)}"
+        ) from None
 
 
 def train_job(cfg: DictConfig) -> None:

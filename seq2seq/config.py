@@ -1,24 +1,41 @@
 """Configuration schemas: one dataclass per config group, registered with Hydra's ConfigStore.
 
-Hydra validates every override against these dataclasses (unknown keys and wrong types are
-errors); `validate()` checks the combinations that a type cannot express.
+Command-line overrides are checked against these dataclasses (seq2seq/overrides.py: unknown
+keys and wrong types are errors); each `validate()` checks the ranges and combinations that a type
+cannot express, and runs whenever a config is built (command line, saved config, Python).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.constants import PAD_ID
-from seq2seq.errors import ConfigError
+from seq2seq.errors import ConfigError, first_line
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 log = logging.getLogger(__name__)
+
+CONFIG_MODULE = "seq2seq.conf"  # the Hydra config package: conf/ of the repository
+CONFIG_GROUPS = ("recipe", "model", "data", "tokenizer", "optim", "train", "decode")
+
+
+def check_finite(config: object, group: str) -> None:
+    """Raise ConfigError for a NaN or infinite value: every float option takes a finite number."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{group}.{f.name} must be a finite number, got {value}")
 
 
 class Activation(str, Enum):
@@ -82,6 +99,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the fields of the first invalid value or combination."""
+        check_finite(self, "model")
         positive = (
             "d_model",
             "heads",
@@ -147,6 +165,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         self.source = DataSource(self.source)
+        self.validate()
+
+    def validate(self) -> None:
+        check_finite(self, "data")
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"data.src_lang and data.tgt_lang are both '{self.src_lang}'")
         if self.min_length < 1 or self.max_length < self.min_length:
@@ -179,6 +201,10 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         self.model_type = SubwordModel(self.model_type)
+        self.validate()
+
+    def validate(self) -> None:
+        check_finite(self, "tokenizer")
         if self.vocab_size < 8:
             raise ConfigError(f"tokenizer.vocab_size must be at least 8, got {self.vocab_size}")
         if not 0 < self.character_coverage <= 1:
@@ -218,10 +244,15 @@ class OptimConfig:
     def __post_init__(self) -> None:
         self.optimizer = OptimizerName(self.optimizer)
         self.schedule = Schedule(self.schedule)
+        self.validate()
+
+    def validate(self) -> None:
+        check_finite(self, "optim")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("warmup_steps", "eps", "weight_decay", "min_lr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -265,6 +296,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
         self.stop_metric = StopMetric(self.stop_metric)
+        self.validate()
+
+    def validate(self) -> None:
+        check_finite(self, "train")
         for name in (
             "max_tokens",
             "accumulate",
@@ -319,6 +354,10 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         self.strategy = SearchStrategy(self.strategy)
         self.length_penalty_form = LengthPenalty(self.length_penalty_form)
+        self.validate()
+
+    def validate(self) -> None:
+        check_finite(self, "decode")
         for name in ("beam", "nbest", "max_tokens", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"decode.{name} must be at least 1, got {getattr(self, name)}")
@@ -335,9 +374,14 @@ class DecodeConfig:
             raise ConfigError(f"decode.temperature must be positive, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"decode.top_p must be in (0, 1], got {self.top_p}")
-        for name in ("min_len", "no_repeat_ngram", "top_k", "max_len_b"):
+        for name in ("min_len", "no_repeat_ngram", "top_k", "max_len_a", "max_len_b"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"decode.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_len_a == 0 and self.max_len_b == 0:
+            raise ConfigError(
+                "decode.max_len_a and decode.max_len_b are both 0: every translation would be "
+                "empty; the maximum output length is max_len_a * source length + max_len_b"
+            )
 
 
 @dataclass
@@ -386,22 +430,37 @@ def load_saved_config(path: Path) -> DictConfig:
     try:
         return OmegaConf.merge(OmegaConf.structured(Config), saved)
     except Exception as error:  # a wrong type or value in a hand-edited file
-        first = str(error).strip().splitlines()[0]
-        raise ConfigError(f"{path}: {first}") from None
+        raise ConfigError(f"{path}: {first_line(error)}") from None
+
+
+def group_folder(group: str) -> Traversable:
+    """Where a config group's named options live: recipes/ for `recipe`, else conf/<group>/."""
+    return files("seq2seq.recipes") if group == "recipe" else files(CONFIG_MODULE) / group
+
+
+def group_options(group: str) -> list[str]:
+    """The named options of a config group (`model`: base, big, small, tiny); [] for none."""
+    folder = group_folder(group)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def register_configs() -> None:
     """Register the schemas (so YAML files in conf/ are validated against them) and the recipes
     (the `recipe` group, read from the package's recipes/ folder)."""
     store = ConfigStore.instance()
-    for recipe in files("seq2seq.recipes").iterdir():
-        if recipe.name.endswith(".yaml"):
-            store.store(
-                group="recipe",
-                name=recipe.name.removesuffix(".yaml"),
-                node=OmegaConf.create(recipe.read_text(encoding="utf-8")),
-                package="_global_",
-            )
+    for recipe in group_options("recipe"):
+        store.store(
+            group="recipe",
+            name=recipe,
+            node=OmegaConf.create(
+                (group_folder("recipe") / f"{recipe}.yaml").read_text(encoding="utf-8")
+            ),
+            package="_global_",
+        )
     store.store(name="schema", node=Config)
     store.store(group="model", name="schema", node=ModelConfig)
     store.store(group="data", name="schema", node=DataConfig)

@@ -18,8 +18,9 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from seq2seq.arguments import with_decode_overrides
-from seq2seq.cli import KEY_VALUE_COMMANDS, check_overrides, to_config
+from seq2seq.cli import KEY_VALUE_COMMANDS, to_config
 from seq2seq.config import DecodeConfig, register_configs
+from seq2seq.overrides import check_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "recipes" / "README.md"]
