@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from seq2seq.config import DecodeConfig
+from seq2seq.config import DecodeConfig, to_dataclass
 from seq2seq.errors import UserError
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
@@ -84,7 +84,7 @@ def with_decode_overrides(decode: DecodeConfig, overrides: list[str]) -> DecodeC
             OmegaConf.structured(decode),
             OmegaConf.from_dotlist([o.removeprefix("decode.") for o in overrides]),
         )
-        return OmegaConf.to_object(merged)
+        return to_dataclass(merged, DecodeConfig)
     except UserError:
         raise
     except Exception as error:

@@ -32,6 +32,7 @@ from seq2seq.config import (
     Config,
     load_saved_config,
     register_configs,
+    to_dataclass,
 )
 from seq2seq.errors import UserError, first_line
 from seq2seq.metrics import format_score
@@ -70,7 +71,7 @@ def exit_on_user_error(job: Callable[[], None]) -> None:
 
 def to_config(cfg: DictConfig) -> Config:
     """The composed DictConfig as validated dataclasses (runs every `validate()`)."""
-    return OmegaConf.to_object(cfg)
+    return to_dataclass(cfg, Config)
 
 
 def hydra_command(job: Callable[[DictConfig], None]) -> Callable[[], None]:
@@ -155,7 +156,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
             changes.append(override)
     saved = load_saved_config(run_dir / "config.yaml")
     try:
-        return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(changes)))
+        return to_dataclass(OmegaConf.merge(saved, OmegaConf.from_dotlist(changes)), Config)
     except UserError:
         raise
     except Exception as error:

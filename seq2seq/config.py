@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +30,7 @@ CONFIG_MODULE = "seq2seq.conf"  # the Hydra config package: conf/ of the reposit
 CONFIG_GROUPS = ("recipe", "model", "data", "tokenizer", "optim", "train", "decode")
 
 
-def check_finite(config: object, group: str) -> None:
+def check_finite(config: Any, group: str) -> None:
     """Raise ConfigError for a NaN or infinite value: every float option takes a finite number."""
     for f in fields(config):
         value = getattr(config, f.name)
@@ -468,3 +468,14 @@ def register_configs() -> None:
     store.store(group="optim", name="schema", node=OptimConfig)
     store.store(group="train", name="schema", node=TrainConfig)
     store.store(group="decode", name="schema", node=DecodeConfig)
+
+
+Schema = TypeVar("Schema")
+
+
+def to_dataclass(node: Any, schema: type[Schema]) -> Schema:
+    """A composed config node as its validated dataclass (runs every `validate()`)."""
+    value = OmegaConf.to_object(node)
+    if not isinstance(value, schema):
+        raise ConfigError(f"expected a {schema.__name__} config, got {type(value).__name__}")
+    return value

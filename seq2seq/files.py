@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import os
 import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from seq2seq.errors import UserError
 
@@ -25,12 +25,13 @@ def check_file(path: Path) -> None:
         raise UserError(f"{path} is a directory, not a file")
 
 
-def open_binary(path: Path) -> io.BufferedIOBase:
+def open_binary(path: Path) -> BinaryIO:
     """`path` for reading bytes; `.gz` files are decompressed."""
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    stream = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    return cast(BinaryIO, stream)
 
 
-def open_source(path: str | Path) -> tuple[io.BufferedIOBase, str]:
+def open_source(path: str | Path) -> tuple[BinaryIO, str]:
     """(byte stream, name for messages) of a file or of standard input ("-")."""
     if str(path) == "-":
         return sys.stdin.buffer, "standard input"

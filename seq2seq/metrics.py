@@ -7,6 +7,7 @@ numbers are comparable with any other system scored by sacreBLEU with the same s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 from sacrebleu.metrics import BLEU, CHRF, TER
 
@@ -35,7 +36,7 @@ def corpus_scores(
     references: one line per hypothesis, or several such lists (test sets with more than one
     reference translation). `lowercase` applies to BLEU only, like sacreBLEU's `-lc`."""
     one_set = not references or isinstance(references[0], str)
-    reference_sets = [references] if one_set else references
+    reference_sets = cast(list[list[str]], [references] if one_set else references)
     for reference_set in reference_sets:
         if len(hypotheses) != len(reference_set):
             raise UserError(

@@ -18,7 +18,8 @@ from seq2seq.errors import ConfigError
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only: biases, LayerNorm and embedding-free vectors are exempt."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for parameter in model.parameters():  # shared (tied) parameters are listed once
         if parameter.requires_grad:
             (decay if parameter.dim() >= 2 else no_decay).append(parameter)

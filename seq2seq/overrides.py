@@ -15,7 +15,7 @@ import shlex
 from dataclasses import is_dataclass
 from enum import Enum
 from types import NoneType, UnionType
-from typing import Any, get_args, get_type_hints
+from typing import Any, cast, get_args, get_type_hints
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
@@ -119,7 +119,7 @@ def unparsable(argument: str) -> str:
 def single_values(override: Override, multirun: bool) -> list[str]:
     """The override once per value of its sweep (`a=1,2` -> `a=1`, `a=2`), or itself."""
     if not override.is_sweep_override():
-        return [override.input_line]
+        return [str(override.input_line)]
     if not multirun:
         raise UserError(
             f"'{override.input_line}' gives several values: add -m to run one job per value, "
@@ -251,10 +251,10 @@ def converts(value: object, kind: type) -> bool:
 @functools.cache
 def key_types(node: type = Config, prefix: str = "") -> dict[str, Any]:
     """The type of every leaf key of the schema: {"train.max_steps": int, ...}."""
-    types = {}
+    types: dict[str, Any] = {}
     for name, kind in get_type_hints(node).items():
         if is_dataclass(kind):
-            types |= key_types(kind, f"{prefix}{name}.")
+            types |= key_types(cast(type, kind), f"{prefix}{name}.")
         else:
             types[f"{prefix}{name}"] = kind
     return types
@@ -288,7 +288,7 @@ def with_value(
     a deletion or a setting of Hydra's)."""
     key = override.key_or_group
     if key in CONFIG_GROUPS:
-        return compose_config([override.input_line if a == base else a for a in first])
+        return compose_config([str(override.input_line) if a == base else a for a in first])
     if override.is_delete() or is_hydra_key(key):
         return None
     changed = copy.deepcopy(composed)
