@@ -93,10 +93,6 @@ class ModelConfig:
             self.layers = 0
         self.validate()
 
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.heads
-
     def validate(self) -> None:
         """Raise ConfigError naming the fields of the first invalid value or combination."""
         check_finite(self, "model")
@@ -127,12 +123,10 @@ class ModelConfig:
                 f"({self.src_vocab_size}) != model.tgt_vocab_size ({self.tgt_vocab_size}); "
                 "use a joint tokenizer or model.tie_embeddings=decoder"
             )
-        for name in ("src_vocab_size", "tgt_vocab_size"):
-            if not 0 <= self.pad_id < getattr(self, name):
-                raise ConfigError(
-                    f"model.pad_id ({self.pad_id}) must be a valid id of model.{name} "
-                    f"({getattr(self, name)})"
-                )
+        if self.pad_id != PAD_ID:
+            raise ConfigError(
+                f"model.pad_id is fixed at {PAD_ID} (the tokenizer's padding id), got {self.pad_id}"
+            )
 
 
 class DataSource(str, Enum):

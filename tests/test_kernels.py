@@ -132,10 +132,16 @@ def test_the_attention_kernel_reads_a_cache_in_place(kernel_attend):
 
 @needs_compiler
 @torch.no_grad()  # as decoding runs
-def test_the_attention_kernel_leaves_what_it_does_not_take_to_sdpa(kernel_attend):
+def test_the_attention_kernel_gives_zeros_for_a_query_whose_keys_are_all_masked(kernel_attend):
     q, k = heads(6, 1, torch.float32, 5), heads(6, 7, torch.float32, 6)
     every_key_masked = torch.zeros(6, 1, 1, 7, dtype=torch.bool)
     assert kernel_attend(q, k, k, every_key_masked).abs().max() == 0  # zeros, not NaN
+
+
+@needs_compiler
+@torch.no_grad()  # as decoding runs
+def test_the_attention_kernel_leaves_what_it_does_not_take_to_sdpa(kernel_attend):
+    q, k = heads(6, 1, torch.float32, 5), heads(6, 7, torch.float32, 6)
     assert kernel_attend(q, k, k.double(), None) is None  # mixed dtypes
     assert kernel_attend(q, k, k, torch.ones(6, 1, 2, 7, dtype=torch.bool)) is None  # mask shape
     assert kernel_attend(q, k[:3], k[:3], None) is None  # batch mismatch
