@@ -18,3 +18,9 @@ def test_recipes_ship_inside_the_package():
 
 def test_version_is_exposed():
     assert seq2seq.__version__.count(".") == 2
+
+
+def test_the_installed_version_is_the_package_version():
+    from importlib.metadata import version
+
+    assert version("seq2seq") == seq2seq.__version__
