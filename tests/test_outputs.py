@@ -53,10 +53,8 @@ def test_translations_with_line_breaks_stay_one_line_each(toy_run, tmp_path, mon
     translator = Translator.from_run(toy_run, device="cpu", decode=decode)
     tokenizer = translator.tokenizer
     monkeypatch.setattr(tokenizer, "decode", with_line_breaks(tokenizer.decode))
-    source = tmp_path / "input.txt"
-    source.write_text("".join(f"{line}\n" for line in LINES))
     output = tmp_path / "output.txt"
-    write_translations(translator, str(source), str(output))
+    write_translations(translator, str(write_source(tmp_path)), str(output))
     rows = output.read_text(encoding="utf-8").splitlines()
     assert len(rows) == len(LINES) * nbest
     texts = [row.split("\t")[3] for row in rows] if nbest > 1 else rows
@@ -77,12 +75,12 @@ def test_evaluate_writes_one_hypothesis_line_per_source(
     else:
         args.update(split="test")
     run_evaluation(args, [], ("bleu",), False)
-    assert "BLEU = " in capsys.readouterr().out
     [hypotheses] = tmp_path.glob("hyp.*.txt")
     references = (toy_corpus / "test.de").read_text().splitlines()
     lines = hypotheses.read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(references)
     assert all(line.startswith("a b c d ") for line in lines)
+    assert "BLEU = " in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- translate outputs
