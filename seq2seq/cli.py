@@ -35,7 +35,6 @@ from seq2seq.config import (
     to_dataclass,
 )
 from seq2seq.errors import UserError, first_line
-from seq2seq.metrics import format_score
 from seq2seq.overrides import check_command_line
 
 log = logging.getLogger("seq2seq")
@@ -295,9 +294,7 @@ def evaluate_main() -> None:
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
             raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from bleu, chrf, ter")
-        lowercase = parse_bool(args, "lowercase")
-        for score in run_evaluation(args, decode_args, metrics, lowercase).values():
-            print(format_score(score))
+        run_evaluation(args, decode_args, metrics, parse_bool(args, "lowercase"))
 
     exit_on_user_error(job)
 
@@ -348,12 +345,14 @@ ATTENTION_ARGS = {
     "lines": "1",
     "out": "attention",
     "checkpoint": "best",
+    "max_tokens": "50",
 }
 
 
 def attention_main() -> None:
     """seq2seq-attention run=<run dir> text="..." | input=<file> [lines=1-3] [out=attention]
-    [checkpoint=best|last|average|<file>]: heatmaps of every attention and an HTML page."""
+    [checkpoint=best|last|average|<file>] [max_tokens=50]: heatmaps of every attention (of at
+    most max_tokens source and target pieces) and an HTML page."""
 
     def job() -> None:
         from seq2seq.inspection import attention_report, chosen_sentences
@@ -363,9 +362,10 @@ def attention_main() -> None:
         args = parse_key_values(sys.argv[1:], ATTENTION_ARGS)
         given = {key: None if value == "-" else value for key, value in args.items()}
         sentences = chosen_sentences(given["text"], given["input"], args["lines"])
+        max_tokens = positive_int(args, "max_tokens")
         pyplot()  # a missing matplotlib is reported before the model is loaded
         translator = Translator.from_run(Path(args["run"]), args["checkpoint"], "cpu")
-        page = attention_report(translator, sentences, Path(args["out"]))
+        page = attention_report(translator, sentences, Path(args["out"]), max_tokens)
         print(f"wrote {len(sentences)} sentence(s) of attention maps: {page}")
 
     exit_on_user_error(job)

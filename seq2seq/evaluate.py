@@ -11,10 +11,10 @@ import torch
 
 from seq2seq.arguments import with_decode_overrides
 from seq2seq.batching import EncodedSplit
-from seq2seq.config import Config
+from seq2seq.config import Config, DecodeConfig
 from seq2seq.data import encode_split, load_split, split_spec
 from seq2seq.errors import UserError
-from seq2seq.files import read_lines, write_atomically
+from seq2seq.files import make_directory, read_lines, write_atomically
 from seq2seq.metrics import Score, corpus_scores, format_score
 from seq2seq.model import Transformer
 from seq2seq.outputs import progress_bar, warn_about_truncation
@@ -29,12 +29,54 @@ def write_lines_atomically(path: Path, lines: list[str]) -> None:
     write_atomically(path, "".join(f"{line}\n" for line in lines))
 
 
+def read_results(path: Path) -> dict:
+    """The entries of a results.json ({} when there is none); one that cannot be read is an
+    error that leaves it as it is."""
+    if not path.exists():
+        return {}
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        problem = error.strerror
+    except ValueError as error:  # not UTF-8, not JSON
+        problem = f"not valid JSON ({error})"
+    else:
+        if isinstance(results, dict):
+            return results
+        problem = "not a JSON object"
+    raise UserError(
+        f"cannot add the scores to {path}: {problem}; fix or delete it (the scores were printed)"
+    )
+
+
 def record_results(out_dir: Path, key: str, value: dict) -> None:
     """Add `value` under `key` in out_dir/results.json (other entries are kept)."""
     path = out_dir / RESULTS
-    results = json.loads(path.read_text()) if path.is_file() else {}
+    results = read_results(path)
     results[key] = value
     write_atomically(path, json.dumps(results, indent=2) + "\n")
+
+
+def report_scores(
+    scores: dict[str, Score], out_dir: Path, key: str, entry: dict, prefix: str = ""
+) -> dict[str, Score]:
+    """Print the scores, then record them with `entry` under `key` in out_dir/results.json
+    (printed first, so a results.json that cannot be updated loses nothing)."""
+    for score in scores.values():
+        print(f"{prefix}{format_score(score)}", flush=True)
+    record_results(
+        out_dir, key, {**entry, **{metric: score.to_dict() for metric, score in scores.items()}}
+    )
+    return scores
+
+
+def decode_entry(decode: DecodeConfig) -> dict:
+    """The decoding settings recorded with the scores of a translation."""
+    return {
+        "strategy": decode.strategy.value,
+        "beam": decode.beam,
+        "length_penalty": decode.length_penalty,
+    }
 
 
 def evaluate_split(
@@ -46,10 +88,11 @@ def evaluate_split(
     device: torch.device,
     metrics: tuple[str, ...] = ("bleu", "chrf"),
     lowercase: bool = False,
-    verbose: bool = True,
+    name_scores: bool = True,
 ) -> dict[str, Score]:
     """Translate `split` of the run's data, write the hypotheses next to results.json, score
-    them against the split's references."""
+    them against the split's references; each printed score starts with the split's name
+    when `name_scores`."""
     name = split_spec(cfg.data, split)
     text = load_split(cfg.data, split)
     encoded = EncodedSplit.from_dataset(encode_split(text, tokenizer, cfg.data.num_proc))
@@ -57,24 +100,12 @@ def evaluate_split(
     hyp_path = out_dir / f"hyp.{Path(name).name}.{cfg.data.tgt_lang}.txt"
     write_lines_atomically(hyp_path, hypotheses)
     scores = corpus_scores(hypotheses, list(text["tgt"]), metrics, lowercase)
-    record_results(
-        out_dir,
-        name,
-        {
-            "hypotheses": hyp_path.name,
-            "sentences": len(hypotheses),
-            "decode": {
-                "strategy": cfg.decode.strategy.value,
-                "beam": cfg.decode.beam,
-                "length_penalty": cfg.decode.length_penalty,
-            },
-            **{metric: score.to_dict() for metric, score in scores.items()},
-        },
-    )
-    if verbose:
-        for score in scores.values():
-            print(f"{name}: {format_score(score)}")
-    return scores
+    entry = {
+        "hypotheses": hyp_path.name,
+        "sentences": len(hypotheses),
+        "decode": decode_entry(cfg.decode),
+    }
+    return report_scores(scores, out_dir, name, entry, f"{name}: " if name_scores else "")
 
 
 def score_files(
@@ -87,19 +118,14 @@ def score_files(
             f"{hyp_path} has {len(hypotheses)} lines but {ref_path} has "
             f"{len(references)}: hypotheses and references must be line-aligned"
         )
+    make_directory(out_dir, "out")
     scores = corpus_scores(hypotheses, references, metrics, lowercase)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record_results(
-        out_dir,
-        hyp_path.name,
-        {
-            "hypotheses": os.path.relpath(hyp_path, out_dir),  # from results.json
-            "references": str(ref_path),
-            "sentences": len(hypotheses),
-            **{metric: score.to_dict() for metric, score in scores.items()},
-        },
-    )
-    return scores
+    entry = {
+        "hypotheses": os.path.relpath(hyp_path, out_dir),  # from results.json
+        "references": str(ref_path),
+        "sentences": len(hypotheses),
+    }
+    return report_scores(scores, out_dir, hyp_path.name, entry)
 
 
 def translate_and_score(
@@ -122,23 +148,13 @@ def translate_and_score(
     hypotheses = translator.translate(sources)
     write_lines_atomically(hyp_path, hypotheses)
     scores = corpus_scores(hypotheses, references, metrics, lowercase)
-    decode = translator.decode
-    record_results(
-        hyp_path.parent,
-        key,
-        {
-            "hypotheses": hyp_path.name,
-            "sentences": len(hypotheses),
-            "references": len(references),
-            "decode": {
-                "strategy": decode.strategy.value,
-                "beam": decode.beam,
-                "length_penalty": decode.length_penalty,
-            },
-            **{metric: score.to_dict() for metric, score in scores.items()},
-        },
-    )
-    return scores
+    entry = {
+        "hypotheses": hyp_path.name,
+        "sentences": len(hypotheses),
+        "references": len(references),
+        "decode": decode_entry(translator.decode),
+    }
+    return report_scores(scores, hyp_path.parent, key, entry)
 
 
 def check_langpair(langpair: str, src_lang: str, tgt_lang: str) -> None:
@@ -173,7 +189,8 @@ def run_evaluation(
     args: dict[str, str], decode_overrides: list[str], metrics: tuple[str, ...], lowercase: bool
 ) -> dict[str, Score]:
     """`seq2seq-evaluate`'s job: score hyp= against ref=, or translate with run= (src=+ref=,
-    split= or testset=+langpair=) and score. Arguments given as "-" are absent."""
+    split= or testset=+langpair=) and score; print the scores and record them in results.json.
+    Arguments given as "-" are absent."""
     given = {k for k, v in args.items() if v != "-"}
     if {"hyp", "ref"} <= given and "run" not in given:
         hyp = Path(args["hyp"])
@@ -190,8 +207,7 @@ def run_evaluation(
     translator = Translator.from_run(
         run_dir, args["checkpoint"], args["device"], config.decode, args["precision"]
     )
-    out_dir = Path(args["out"]) if "out" in given else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_directory(Path(args["out"]) if "out" in given else run_dir, "out")
     if "split" in given:
         return evaluate_split(
             translator.model,
@@ -202,7 +218,7 @@ def run_evaluation(
             translator.device,
             metrics,
             lowercase,
-            verbose=False,
+            name_scores=False,
         )
     if {"src", "ref"} <= given:
         sources = list(read_lines(args["src"]))

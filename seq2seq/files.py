@@ -62,6 +62,20 @@ def invalid_utf8(name: str, number: int, raw: bytes) -> str:
     return f"{name}: invalid UTF-8 on line {number}"
 
 
+def make_directory(path: Path, argument: str) -> Path:
+    """Create the output directory `path` (and its parents) given as `argument=`; something
+    other than a directory in the way is an error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(
+            f"{argument}={path} exists and is not a directory; give a directory"
+        ) from None
+    except OSError as error:
+        raise UserError(f"cannot create directory {path}: {error.strerror}") from None
+    return path
+
+
 def is_special_file(path: Path) -> bool:
     """A FIFO, device or socket: written in place, never replaced by a regular file."""
     try:

@@ -7,6 +7,7 @@ with `MultiHeadAttention.attention_weights`. Training and decoding never pay for
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from seq2seq.constants import BOS_ID, EOS_ID
 from seq2seq.errors import UserError
-from seq2seq.files import read_lines
+from seq2seq.files import make_directory, read_lines
 from seq2seq.layers import MultiHeadAttention
 from seq2seq.model import Transformer
 
@@ -94,25 +95,43 @@ def chosen_sentences(text: str | None, input_path: str | None, lines: str) -> li
     return [line for line in chosen if line.strip()]
 
 
-def attention_report(translator: Translator, sentences: list[str], out: Path) -> Path:
+def attention_report(
+    translator: Translator, sentences: list[str], out: Path, max_tokens: int
+) -> Path:
     """Translate each sentence, draw every attention of the pair, and write an HTML page
-    showing them all into `out`; returns the page."""
+    showing them all into `out`; returns the page. The maps cover at most `max_tokens` pieces
+    of the source and of the translation (the figures grow with the square of the lengths)."""
     from seq2seq.plots import attention_figures, attention_page
 
     tokenizer = translator.tokenizer
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "out")
     pages = []
     for number, sentence in enumerate(sentences, 1):
-        source = tokenizer.encode([sentence.strip()], "src")[0][: translator.max_source_tokens]
-        target = [*translator.search_ids([source])[0][0].tokens, EOS_ID]  # (its best)
+        ids = tokenizer.encode([sentence.strip()], "src")[0]
+        source = cut(ids, min(max_tokens, translator.max_source_tokens), "source", number)
+        found = translator.search_ids([source])[0][0].tokens  # (its best)
+        target = cut(found, max_tokens, "translation", number)
+        if len(target) == len(found):
+            target.append(EOS_ID)  # the whole translation: its end too
         maps = attention_maps(translator.model, [*source, EOS_ID], target)
         figures = attention_figures(
             maps,
-            [*tokenizer.pieces(source, "src"), "</s>"],
-            [*tokenizer.pieces(target[:-1], "tgt"), "</s>"],
+            tokenizer.pieces([*source, EOS_ID], "src"),
+            tokenizer.pieces(target, "tgt"),
             out,
             f"sentence{number}",
         )
-        translation = tokenizer.decode([target], "tgt")[0]
+        translation = tokenizer.decode([found], "tgt")[0]
         pages.append({"source": sentence, "translation": translation, "figures": figures})
     return attention_page(out, pages)
+
+
+def cut(ids: list[int], limit: int, side: str, number: int) -> list[int]:
+    """The first `limit` ids, with a warning on stderr when there are more."""
+    if len(ids) > limit:
+        print(
+            f"warning: sentence {number}: the attention maps show the first {limit} of the "
+            f"{len(ids)} pieces of its {side} (max_tokens= sets how many)",
+            file=sys.stderr,
+        )
+    return ids[:limit]

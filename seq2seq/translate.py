@@ -8,6 +8,7 @@ detokenise, and return the translations in input order.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,22 @@ from seq2seq.tokenizer import Tokenizer
 from seq2seq.workers import map_in_workers
 
 log = logging.getLogger(__name__)
+
+
+# Every character `str.splitlines` ends a line at: \n \r \v \f \x1c-\x1e \x85 \u2028 \u2029
+LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: each line break (byte fallback can decode to \\n, \\r, U+2028, ...)
+    and the whitespace around it become one space; a text that had one is stripped."""
+    joined, breaks = LINE_BREAK.subn(" ", text)
+    return joined.strip() if breaks else text
+
+
+def detokenise(tokenizer: Tokenizer, hypotheses: list[list[int]]) -> list[str]:
+    """The target text of each list of ids, on one line (`one_line`): one output line each."""
+    return [one_line(text) for text in tokenizer.decode(hypotheses, "tgt")]
 
 
 @dataclass
@@ -143,7 +160,7 @@ class Translator:
         results = [Translation("", []) for _ in sentences]
         hypotheses = self.search_ids([sources[i] for i in filled])
         for i, nbest in zip(filled, hypotheses, strict=True):
-            texts = self.tokenizer.decode([h.tokens for h in nbest], "tgt")
+            texts = detokenise(self.tokenizer, [h.tokens for h in nbest])
             results[i] = Translation(
                 texts[0], [(h.score, t) for h, t in zip(nbest, texts, strict=True)]
             )
@@ -226,7 +243,7 @@ def translate_encoded(
     rows = encoded.dataset[encoded.rows.tolist()]
     translator = Translator(model, tokenizer, cfg, device)
     best = translator.search_ids(rows["src_ids"])
-    texts = tokenizer.decode([nbest[0].tokens for nbest in best], "tgt")
+    texts = detokenise(tokenizer, [nbest[0].tokens for nbest in best])
     translations = [""] * len(texts)
     for row_id, text, ids in zip(rows["id"], texts, rows["src_ids"], strict=True):
         translations[row_id] = text if ids else ""
