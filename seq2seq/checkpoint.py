@@ -9,6 +9,7 @@
       train_state.pt            optimizer, scheduler, sampler position, RNG states, counters
       checkpoints/step_N/       the last `train.keep_last` checkpoints (model + train state)
       metrics.jsonl             one JSON object per log or validation line
+      .lock                     locked by the training that writes the run (holds its PID)
 
 A checkpoint is written into a temporary directory and renamed into place, so a crash at any
 moment leaves every earlier checkpoint whole. The top-level files are hard links (or copies) of
@@ -18,10 +19,14 @@ the newest checkpoint, replaced atomically. Nothing is pickled: weights are safe
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
+import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import safetensors.torch
@@ -32,12 +37,16 @@ from torch import nn
 import seq2seq
 from seq2seq.errors import UserError
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "model.best.safetensors"
 TRAIN_STATE = "train_state.pt"
 META = "meta.json"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
 
 
 def write_json_atomically(path: Path, value: dict) -> None:
@@ -74,6 +83,68 @@ def read_meta(run_dir: Path) -> dict:
     return meta
 
 
+def create_run_dir(run_dir: Path) -> None:
+    """Make the run directory (and its parents) if needed; a file in its place is an error."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run_dir={run_dir} is a file, not a directory; give a directory path")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create run directory {run_dir}: {error.strerror}") from None
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock (an OS lock on run_dir/.lock, which names this process's
+    PID): a second training of the same run is refused. The OS releases the lock when the
+    process ends, however it ends, so a killed run never leaves it held."""
+    create_run_dir(run_dir)
+    try:
+        descriptor = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise UserError(f"cannot write in run directory {run_dir}: {error.strerror}") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+            who = f"PID {holder}" if holder.isdigit() else "another process"
+            raise UserError(
+                f"{run_dir} is in use by another training ({who}); wait for it to end or "
+                "stop it, then run this command again"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl. A last line cut short (the process was killed while
+    writing it) is skipped with a warning; any other line that is not a record is an error."""
+    lines = path.read_text(errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for i, line in enumerate(lines[: last + 1]):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and {"kind", "step"} <= record.keys():
+            records.append(record)
+        elif i == last:
+            log.warning("%s: ignoring its last line, which was cut short: %.60s", path, line)
+        else:
+            raise UserError(
+                f"{path}: line {i + 1} is not a metrics record (a JSON object with kind and "
+                "step); fix or delete that line"
+            )
+    return records
+
+
 def fsync(path: Path) -> None:
     """Flush a file's (or a directory's) contents to disk."""
     descriptor = os.open(path, os.O_RDONLY)
@@ -96,6 +167,11 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 def step_dir(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS / f"step_{step:08d}"
+
+
+def step_of(step_directory: Path) -> int:
+    """The step of a checkpoint directory `step_N`."""
+    return int(step_directory.name.split("_")[1])
 
 
 def step_dirs(run_dir: Path) -> list[Path]:

@@ -166,22 +166,27 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
 
 def train_job(cfg: DictConfig) -> None:
     """Train a model from a recipe; `run_dir=<existing run>` resumes it."""
+    from seq2seq.devices import resolve_device
     from seq2seq.evaluate import evaluate_split
-    from seq2seq.trainer import train
+    from seq2seq.trainer import claim_run_dir, train
 
     config = to_config(cfg)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir()
     if (run_dir / "config.yaml").is_file():
         config = resume_config(run_dir, list(HydraConfig.get().overrides.task))
     config.run_dir = str(run_dir)
-    setup_logging(run_dir)
-    log.info("run directory: %s", run_dir)
-    trainer = train(config, run_dir, chosen_groups())
-    if trainer.world.is_main and config.train.test_at_end:
-        from seq2seq import checkpoint
+    resolve_device(config.train.device, "train.device")  # refused before anything is written
+    with claim_run_dir(run_dir):
+        setup_logging(run_dir)
+        log.info("run directory: %s", run_dir)
+        trainer = train(config, run_dir, chosen_groups())
+        if trainer.world.is_main and config.train.test_at_end:
+            from seq2seq import checkpoint
 
-        checkpoint.load_weights(trainer.model, run_dir / checkpoint.BEST_WEIGHTS)
-        evaluate_split(trainer.model, trainer.tokenizer, config, "test", run_dir, trainer.device)
+            checkpoint.load_weights(trainer.model, run_dir / checkpoint.BEST_WEIGHTS)
+            evaluate_split(
+                trainer.model, trainer.tokenizer, config, "test", run_dir, trainer.device
+            )
 
 
 train_main = hydra_command(train_job)

@@ -276,7 +276,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_norm: float = 0.0  # gradient clipping by global norm; 0 = off
     precision: Precision = Precision.fp32
-    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ..., mps
     threads: int = 0  # torch threads on CPU; 0 = torch's default
     log_every: int = 50  # steps between progress-bar and metrics.jsonl updates
     validate_every: int = 1000  # steps between validations (and checkpoints)

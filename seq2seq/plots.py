@@ -7,12 +7,12 @@ matplotlib is optional (`pip install "seq2seq[plot]"`); it is imported only when
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from seq2seq import checkpoint
 from seq2seq.config import OptimConfig, Schedule
 from seq2seq.errors import UserError
 from seq2seq.inspection import AttentionMaps
@@ -136,10 +136,10 @@ def attention_page(out_dir: Path, sentences: list[dict]) -> Path:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / checkpoint.METRICS
     if not path.is_file():
         raise UserError(f"{path} not found: is {run_dir} a seq2seq run directory?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return checkpoint.read_metrics(path)
 
 
 def training_curves(run_dir: Path, out: Path) -> Path:
@@ -148,7 +148,7 @@ def training_curves(run_dir: Path, out: Path) -> Path:
     train = [r for r in records if r["kind"] == "train"]
     valid = [r for r in records if r["kind"] == "valid"]
     if not train:
-        raise UserError(f"{run_dir / 'metrics.jsonl'} has no training records yet")
+        raise UserError(f"{run_dir / checkpoint.METRICS} has no training records yet")
     plt = pyplot()
     figure, axes = plt.subplots(2, 2, figsize=(11, 7))
     loss, bleu, lr, speed = axes.flat

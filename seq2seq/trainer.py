@@ -35,6 +35,7 @@ from seq2seq.batching import Batch, EncodedSplit
 from seq2seq.config import Config, DecodeConfig, Precision, SearchStrategy, StopMetric
 from seq2seq.constants import PAD_ID
 from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
+from seq2seq.devices import resolve_device
 from seq2seq.errors import ConfigError, UserError
 from seq2seq.loss import projected_cross_entropy
 from seq2seq.metrics import corpus_scores
@@ -70,13 +71,30 @@ class Distributed:
         )
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available; use train.device=cpu")
-    return device
+@contextlib.contextmanager
+def process_group(world: Distributed, device: torch.device) -> Iterator[None]:
+    """The torchrun processes' group (gloo on CPU, NCCL on GPU) while training; nothing for a
+    single process. It is torn down however training ends; after a normal end every process
+    first waits for the others, so none leaves while another still communicates."""
+    if world.world_size == 1 or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=world.rank, world_size=world.world_size)
+    try:
+        yield
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def claim_run_dir(run_dir: Path) -> contextlib.AbstractContextManager:
+    """The run directory's lock, held by the process that writes the run (rank 0)."""
+    if Distributed.from_environment().is_main:
+        return checkpoint.locked(run_dir)
+    return contextlib.nullcontext()
 
 
 def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
@@ -98,14 +116,19 @@ def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager
 
 
 def forget_metrics_after(path: Path, step: int) -> None:
-    """Drop log records of steps after `step`: a killed session's, about to be redone."""
+    """Drop log records of steps after `step` (a killed session's, about to be redone) and a
+    last line the kill cut short."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
+    text = path.read_text(errors="replace")
+    kept = "".join(
+        json.dumps(record) + "\n"
+        for record in checkpoint.read_metrics(path)
+        if record["step"] <= step
+    )
+    if kept != text:
         temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text("".join(kept))
+        temporary.write_text(kept)
         os.replace(temporary, path)
 
 
@@ -258,8 +281,6 @@ class Trainer:
         self.bad_validations = int(state["bad_validations"])
         self.elapsed = float(state["elapsed_seconds"])
         self.last_saved_step = self.step
-        if self.world.is_main:
-            forget_metrics_after(self.run_dir / "metrics.jsonl", self.step)
 
     def rng_states(self) -> list[dict]:
         """Every process's RNG state (a collective call under DDP)."""
@@ -429,7 +450,7 @@ class Trainer:
         else:
             what = f"cannot save the checkpoint of step {self.step} in {self.run_dir}"
             intact = (
-                f"the checkpoint of step {int(latest.name.split('_')[1])} is intact"
+                f"the checkpoint of step {checkpoint.step_of(latest)} is intact"
                 if latest is not None
                 else "no earlier checkpoint exists"
             )
@@ -442,7 +463,7 @@ class Trainer:
         """One JSON line in metrics.jsonl, and TensorBoard scalars when it is installed."""
         if not self.world.is_main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as stream:
+        with open(self.run_dir / checkpoint.METRICS, "a") as stream:
             stream.write(json.dumps(record) + "\n")
         if self.tensorboard is not None:
             for key, value in record.items():
@@ -580,16 +601,16 @@ class Trainer:
             )
             self.write_metrics(record)
         self.save(is_best)
-        self.share_stop_decision()
+        self.share_validation_outcome()
 
-    def share_stop_decision(self) -> None:
-        """Rank 0 validates; every process must agree on early stopping."""
+    def share_validation_outcome(self) -> None:
+        """Rank 0 validates; every process takes its early-stopping decision and best step."""
         if self.world.world_size == 1:
             return
-        flag = torch.tensor([1.0 if self.stop_reason else 0.0], device=self.device)
-        dist.broadcast(flag, src=0)
-        if flag.item() and not self.stop_reason:
-            self.stop_reason = "early stopping (rank 0)"
+        shared = [self.stop_reason, self.best]
+        dist.broadcast_object_list(shared, src=0)
+        self.stop_reason = shared[0] or self.stop_reason
+        self.best = shared[1]
 
 
 # --------------------------------------------------------------------------- entry point
@@ -602,14 +623,6 @@ def save_config(cfg: Config, run_dir: Path) -> None:
     os.replace(temporary, path)
 
 
-def setup_distributed(world: Distributed, device: torch.device) -> None:
-    if world.world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend, rank=world.rank, world_size=world.world_size)
-
-
 def train(cfg: Config, run_dir: Path, choices: dict[str, str] | None = None) -> Trainer:
     """Train (or resume) the run in `run_dir`; returns the finished trainer.
 
@@ -617,12 +630,26 @@ def train(cfg: Config, run_dir: Path, choices: dict[str, str] | None = None) -> 
     rerunning the same command resumes the run.
     """
     world = Distributed.from_environment()
-    device = resolve_device(cfg.train.device, world.local_rank)
-    setup_distributed(world, device)
+    device = resolve_device(cfg.train.device, "train.device", world.local_rank)
+    with process_group(world, device):
+        return train_in_group(cfg, run_dir, choices, world, device)
+
+
+def train_in_group(
+    cfg: Config,
+    run_dir: Path,
+    choices: dict[str, str] | None,
+    world: Distributed,
+    device: torch.device,
+) -> Trainer:
+    """`train` in this process, once the processes of a torchrun job form a group."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if world.is_main:
+    latest = checkpoint.latest_checkpoint(run_dir)
+    resumed_step = checkpoint.step_of(latest) if latest is not None else 0
+    if world.is_main:  # first: a malformed metrics.jsonl stops training before anything is written
+        forget_metrics_after(run_dir / checkpoint.METRICS, resumed_step)
         tokenizer, data = prepare_data(cfg, run_dir)
     if world.world_size > 1:
         dist.barrier()  # rank 0 trained the tokenizer and filled the encoding cache
@@ -633,11 +660,13 @@ def train(cfg: Config, run_dir: Path, choices: dict[str, str] | None = None) -> 
     model = Transformer(cfg.model).to(device)  # the same initial weights in every process
     torch.manual_seed(cfg.train.seed + world.rank)  # each process its own dropout stream
     trainer = Trainer(cfg, run_dir, model, tokenizer, data, device, world)
-    latest = checkpoint.latest_checkpoint(run_dir)
     if latest is not None:
         checkpoint.load_weights(model, latest / checkpoint.WEIGHTS)
         trainer.load_train_state(checkpoint.load_train_state(latest / checkpoint.TRAIN_STATE))
         log.info("resuming from %s (step %d)", latest, trainer.step)
+        if world.is_main and not (run_dir / checkpoint.META).is_file():
+            log.warning("%s was missing: written again for the run's tokenizer", checkpoint.META)
+            checkpoint.write_meta(run_dir, tokenizer.sha256())  # the run's choices are unknown
     elif world.is_main:
         checkpoint.write_meta(run_dir, tokenizer.sha256(), choices or {})
         log.info(

@@ -21,6 +21,7 @@ from seq2seq import checkpoint
 from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
 from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config
 from seq2seq.constants import EOS_ID, PAD_ID
+from seq2seq.devices import resolve_device
 from seq2seq.errors import UserError
 from seq2seq.inference import inference_copy
 from seq2seq.kernels import compiled
@@ -69,18 +70,6 @@ def weights_path(run_dir: Path, which: str) -> Path:
         "average": "model.avg.safetensors",
     }
     return run_dir / named[which] if which in named else Path(which)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} but CUDA is not available; use device=cpu")
-    return device
 
 
 def parse_precision(name: str | Precision, device: torch.device) -> Precision:
@@ -132,7 +121,7 @@ class Translator:
         precision: str = "fp32",
     ) -> Translator:
         """Load a run directory (its config, tokenizer and the chosen weights)."""
-        run_dir = Path(run_dir)
+        run_dir, torch_device = Path(run_dir), resolve_device(device)
         if not run_dir.is_dir():
             raise UserError(f"run directory {run_dir} does not exist")
         meta = checkpoint.read_meta(run_dir)
@@ -145,7 +134,7 @@ class Translator:
             )
         model = Transformer(config.model)
         checkpoint.load_weights(model, weights_path(run_dir, checkpoint_name))
-        return cls(model, tokenizer, decode or config.decode, resolve_device(device), precision)
+        return cls(model, tokenizer, decode or config.decode, torch_device, precision)
 
     # ------------------------------------------------------------------ text
 

@@ -253,6 +253,8 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(co
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # rank 0 validates and shares what it found: both processes name the same best step
+    assert result.stderr.count("best validation at step 4") == 2, result.stderr[-3000:]
     single_losses = [r["loss"] for r in metrics(single, "train")]
     parallel_losses = [r["loss"] for r in metrics(parallel, "train")]
     assert len(parallel_losses) == 4
