@@ -32,10 +32,13 @@ from seq2seq.config import (
 )
 from seq2seq.constants import PAD_ID
 from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
+from seq2seq.distributed import Distributed
 from seq2seq.export import marian_config
 from seq2seq.model import Transformer, count_parameters
+from seq2seq.precision import autocast
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import Distributed, Trainer, TrainingData, autocast
+from seq2seq.trainer import Trainer
+from seq2seq.training_data import TrainingData
 
 SMALL = dict(
     d_model=256,

@@ -1,15 +1,5 @@
 """Run directories: atomic checkpoints, safe loading, format version, checkpoint averaging.
-
-    run_dir/
-      config.yaml               the resolved config (rebuilds the model)
-      meta.json                 format version, package/torch versions, tokenizer SHA-256
-      spm.model, tokenizer.json the tokenizer and its hashes
-      model.safetensors         weights of the last checkpoint
-      model.best.safetensors    weights of the best validation score
-      train_state.pt            optimizer, scheduler, sampler position, RNG states, counters
-      checkpoints/step_N/       the last `train.keep_last` checkpoints (model + train state)
-      metrics.jsonl             one JSON object per log or validation line
-      .lock                     locked by the training that writes the run (holds its PID)
+The name of every file of a run directory is in `seq2seq.constants` (the run-directory contract).
 
 A checkpoint is written into a temporary directory and renamed into place, so a crash at any
 moment leaves every earlier checkpoint whole. The top-level files are hard links (or copies) of
@@ -35,18 +25,19 @@ from safetensors import SafetensorError
 from torch import nn
 
 import seq2seq
+from seq2seq.constants import (  # the run directory's file names, for users of this module too
+    BEST_WEIGHTS,
+    CHECKPOINTS,
+    LOCK,
+    META,
+    TRAIN_STATE,
+    WEIGHTS,
+)
 from seq2seq.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-CHECKPOINTS = "checkpoints"
-WEIGHTS = "model.safetensors"
-BEST_WEIGHTS = "model.best.safetensors"
-TRAIN_STATE = "train_state.pt"
-META = "meta.json"
-METRICS = "metrics.jsonl"
-LOCK = ".lock"
 
 
 def write_json_atomically(path: Path, value: dict) -> None:

@@ -18,6 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq import constants
 from seq2seq.arguments import (
     parse_bool,
     parse_key_values,
@@ -47,7 +48,7 @@ def setup_logging(run_dir: Path | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if run_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(run_dir / "train.log"))
+        handlers.append(logging.FileHandler(run_dir / constants.TRAIN_LOG))
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
@@ -138,7 +139,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
     from seq2seq.checkpoint import read_meta
 
     saved_choices = (
-        read_meta(run_dir).get("choices", {}) if (run_dir / "meta.json").is_file() else {}
+        read_meta(run_dir).get("choices", {}) if (run_dir / constants.META).is_file() else {}
     )
     changes = []
     for override in overrides:
@@ -153,7 +154,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
             )
         if key != "run_dir":
             changes.append(override)
-    saved = load_saved_config(run_dir / "config.yaml")
+    saved = load_saved_config(run_dir / constants.CONFIG)
     try:
         return to_dataclass(OmegaConf.merge(saved, OmegaConf.from_dotlist(changes)), Config)
     except UserError:
@@ -167,12 +168,13 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
 def train_job(cfg: DictConfig) -> None:
     """Train a model from a recipe; `run_dir=<existing run>` resumes it."""
     from seq2seq.devices import resolve_device
+    from seq2seq.distributed import claim_run_dir
     from seq2seq.evaluate import evaluate_split
-    from seq2seq.trainer import claim_run_dir, train
+    from seq2seq.trainer import train
 
     config = to_config(cfg)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir()
-    if (run_dir / "config.yaml").is_file():
+    if (run_dir / constants.CONFIG).is_file():
         config = resume_config(run_dir, list(HydraConfig.get().overrides.task))
     config.run_dir = str(run_dir)
     resolve_device(config.train.device, "train.device")  # refused before anything is written
@@ -210,7 +212,7 @@ def average_main() -> None:
         paths = [p / checkpoint.WEIGHTS for p in checkpoint.step_dirs(run_dir)][-last:]
         if not paths:
             raise UserError(f"no checkpoints in {run_dir / checkpoint.CHECKPOINTS}")
-        out = run_dir / "model.avg.safetensors" if args["out"] == "-" else Path(args["out"])
+        out = run_dir / constants.AVERAGE_WEIGHTS if args["out"] == "-" else Path(args["out"])
         checkpoint.average_checkpoints(paths, out)
         print(
             f"averaged {len(paths)} checkpoints ({paths[0].parent.name} .. "
@@ -249,7 +251,7 @@ def translate_main() -> None:
         run_dir = Path(args["run"])
         decode = (
             with_decode_overrides(load_run_config(run_dir).decode, decode_args)
-            if (run_dir / "config.yaml").is_file()
+            if (run_dir / constants.CONFIG).is_file()
             else None
         )
         translator = Translator.from_run(
@@ -392,7 +394,7 @@ def plot_main() -> None:
         run_dir = Path(args["run"])
         if not run_dir.is_dir():
             raise UserError(f"run directory {run_dir} does not exist")
-        out = run_dir / "training_curves.png" if args["out"] == "-" else Path(args["out"])
+        out = run_dir / constants.TRAINING_CURVES if args["out"] == "-" else Path(args["out"])
         print(f"wrote {training_curves(run_dir, out)}")
 
     exit_on_user_error(job)

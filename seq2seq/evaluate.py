@@ -12,6 +12,7 @@ import torch
 from seq2seq.arguments import with_decode_overrides
 from seq2seq.batching import EncodedSplit
 from seq2seq.config import Config, DecodeConfig
+from seq2seq.constants import RESULTS, hypotheses_file
 from seq2seq.data import encode_split, load_split, split_spec
 from seq2seq.errors import UserError
 from seq2seq.files import make_directory, read_lines, write_atomically
@@ -22,7 +23,6 @@ from seq2seq.tokenizer import Tokenizer
 from seq2seq.translate import Translator, load_run_config, translate_encoded
 
 log = logging.getLogger(__name__)
-RESULTS = "results.json"
 
 
 def write_lines_atomically(path: Path, lines: list[str]) -> None:
@@ -97,7 +97,7 @@ def evaluate_split(
     text = load_split(cfg.data, split)
     encoded = EncodedSplit.from_dataset(encode_split(text, tokenizer, cfg.data.num_proc))
     hypotheses = translate_encoded(model, encoded, tokenizer, cfg.decode, device)
-    hyp_path = out_dir / f"hyp.{Path(name).name}.{cfg.data.tgt_lang}.txt"
+    hyp_path = out_dir / hypotheses_file(f"{Path(name).name}.{cfg.data.tgt_lang}")
     write_lines_atomically(hyp_path, hypotheses)
     scores = corpus_scores(hypotheses, list(text["tgt"]), metrics, lowercase)
     entry = {
@@ -223,12 +223,14 @@ def run_evaluation(
     if {"src", "ref"} <= given:
         sources = list(read_lines(args["src"]))
         references = [list(read_lines(args["ref"]))]
-        hyp_path = out_dir / f"hyp.{Path(args['src']).name}.txt"
+        hyp_path = out_dir / hypotheses_file(Path(args["src"]).name)
         key = args["src"]
     elif {"testset", "langpair"} <= given:
         check_langpair(args["langpair"], config.data.src_lang, config.data.tgt_lang)
         sources, references = sacrebleu_test_set(args["testset"], args["langpair"])
-        hyp_path = out_dir / f"hyp.{args['testset'].replace('/', '_')}.{args['langpair']}.txt"
+        hyp_path = out_dir / hypotheses_file(
+            f"{args['testset'].replace('/', '_')}.{args['langpair']}"
+        )
         key = f"{args['testset']}:{args['langpair']}"
     else:
         raise UserError(

@@ -11,29 +11,29 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import sentencepiece as spm
 
 from seq2seq.config import TokenizerConfig
-from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.constants import (
+    BOS_ID,
+    EOS_ID,
+    JOINT_SPM,
+    PAD_ID,
+    TOKENIZER_MANIFEST,
+    UNK_ID,
+    side_spm,
+)
 from seq2seq.errors import UserError
+from seq2seq.files import write_atomically
 
-MANIFEST = "tokenizer.json"
 SIDES = ("src", "tgt")
 
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, then rename over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def train_sentencepiece(sentences: Iterator[str], cfg: TokenizerConfig) -> bytes:
@@ -135,15 +135,15 @@ class Tokenizer:
             "files": {side: self.files[side].name for side in SIDES},
             "sha256": self.sha256(),
         }
-        write_atomically(directory / MANIFEST, json.dumps(manifest, indent=2).encode())
+        write_atomically(directory / TOKENIZER_MANIFEST, json.dumps(manifest, indent=2).encode())
 
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:
         """Load the tokenizer saved in `directory`, verifying every file's SHA-256."""
         directory = Path(directory)
-        manifest_path = directory / MANIFEST
+        manifest_path = directory / TOKENIZER_MANIFEST
         if not manifest_path.is_file():
-            raise UserError(f"no tokenizer in {directory}: {MANIFEST} is missing")
+            raise UserError(f"no tokenizer in {directory}: {TOKENIZER_MANIFEST} is missing")
         manifest = json.loads(manifest_path.read_text())
         for name, expected in manifest["sha256"].items():
             path = directory / name
@@ -163,13 +163,13 @@ class Tokenizer:
         """Train on the training texts of each side ("src", "tgt") and save into `directory`."""
         directory.mkdir(parents=True, exist_ok=True)
         if cfg.joint:
-            path = directory / "spm.model"
+            path = directory / JOINT_SPM
             write_atomically(path, train_sentencepiece(chain_sides(texts), cfg))
             files = {side: path for side in SIDES}
         else:
             files = {}
             for side in SIDES:
-                files[side] = directory / f"spm.{side}.model"
+                files[side] = directory / side_spm(side)
                 write_atomically(files[side], train_sentencepiece(iter(texts[side]), cfg))
         tokenizer = cls(files)
         tokenizer.save_manifest(directory)

@@ -9,20 +9,15 @@ accumulation k train exactly like one process with accumulation N * k.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import itertools
-import json
 import logging
-import math
-import os
 import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
@@ -31,79 +26,27 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from seq2seq import checkpoint
-from seq2seq.batching import Batch, EncodedSplit
-from seq2seq.config import Config, DecodeConfig, Precision, SearchStrategy, StopMetric
+from seq2seq.batching import Batch
+from seq2seq.config import Config, Precision
 from seq2seq.constants import PAD_ID
-from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
 from seq2seq.devices import resolve_device
-from seq2seq.errors import ConfigError, UserError
+from seq2seq.distributed import Distributed, process_group
+from seq2seq.early_stopping import EarlyStopping
+from seq2seq.errors import UserError
+from seq2seq.files import write_atomically
 from seq2seq.loss import projected_cross_entropy
-from seq2seq.metrics import corpus_scores
+from seq2seq.metrics_log import MetricsLog, forget_metrics_after
 from seq2seq.model import Transformer, count_parameters
 from seq2seq.optim import build_optimizer, build_scheduler
+from seq2seq.precision import autocast
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.translate import translate_encoded
+from seq2seq.training_data import TrainingData, fit_vocabulary, prepare_data
+from seq2seq.validation import stop_value, validate
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- environment
-
-
-@dataclass
-class Distributed:
-    """This process's place among the torchrun workers (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_environment(cls) -> Distributed:
-        return cls(
-            int(os.environ.get("RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)),
-        )
-
-
-@contextlib.contextmanager
-def process_group(world: Distributed, device: torch.device) -> Iterator[None]:
-    """The torchrun processes' group (gloo on CPU, NCCL on GPU) while training; nothing for a
-    single process. It is torn down however training ends; after a normal end every process
-    first waits for the others, so none leaves while another still communicates."""
-    if world.world_size == 1 or dist.is_initialized():
-        yield
-        return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=world.rank, world_size=world.world_size)
-    try:
-        yield
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def claim_run_dir(run_dir: Path) -> contextlib.AbstractContextManager:
-    """The run directory's lock, held by the process that writes the run (rank 0)."""
-    if Distributed.from_environment().is_main:
-        return checkpoint.locked(run_dir)
-    return contextlib.nullcontext()
-
-
-def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == Precision.fp32:
-        return contextlib.nullcontext()
-    if precision == Precision.fp16 and device.type != "cuda":
-        raise ConfigError("train.precision=fp16 needs a CUDA device; on CPU use bf16")
-    dtype = torch.bfloat16 if precision == Precision.bf16 else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
@@ -113,33 +56,6 @@ def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager
     if device.type == "cpu":
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()
-
-
-def forget_metrics_after(path: Path, step: int) -> None:
-    """Drop log records of steps after `step` (a killed session's, about to be redone) and a
-    last line the kill cut short."""
-    if not path.is_file():
-        return
-    text = path.read_text(errors="replace")
-    kept = "".join(
-        json.dumps(record) + "\n"
-        for record in checkpoint.read_metrics(path)
-        if record["step"] <= step
-    )
-    if kept != text:
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(kept)
-        os.replace(temporary, path)
-
-
-def tensorboard_writer(run_dir: Path):
-    """A SummaryWriter into run_dir/tensorboard, or None without the tensorboard package."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def rng_state(device: torch.device) -> dict:
@@ -153,55 +69,6 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class TrainingData:
-    train: EncodedSplit  # the rows kept by cleaning
-    valid: EncodedSplit  # every row, corpus order
-    valid_references: list[str]
-
-
-def prepare_tokenizer(cfg: Config, run_dir: Path, train_text: datasets.Dataset) -> Tokenizer:
-    """The run's tokenizer: loaded (and verified) if the run has one, else trained and saved."""
-    if (run_dir / "tokenizer.json").is_file():
-        return Tokenizer.load(run_dir)
-    log.info(
-        "training SentencePiece (%s, %d pieces) on %d pairs",
-        cfg.tokenizer.model_type.value,
-        cfg.tokenizer.vocab_size,
-        len(train_text),
-    )
-    texts = {"src": iter_texts(train_text, "src"), "tgt": iter_texts(train_text, "tgt")}
-    return Tokenizer.train(cfg.tokenizer, texts, run_dir)
-
-
-def prepare_data(cfg: Config, run_dir: Path) -> tuple[Tokenizer, TrainingData]:
-    train_text = load_split(cfg.data, "train")
-    valid_text = load_split(cfg.data, "valid")
-    tokenizer = prepare_tokenizer(cfg, run_dir, train_text)
-    train = encode_split(train_text, tokenizer, cfg.data.num_proc)
-    train_split = EncodedSplit.from_dataset(train, clean_training_rows(train, cfg.data))
-    valid = EncodedSplit.from_dataset(
-        encode_split(valid_text, tokenizer, cfg.data.num_proc),
-        max_length=cfg.model.max_positions - 1,
-    )
-    return tokenizer, TrainingData(train_split, valid, list(valid_text["tgt"]))
-
-
-def fit_vocabulary(cfg: Config, tokenizer: Tokenizer) -> None:
-    """The model's vocabulary sizes are the tokenizer's."""
-    cfg.model.src_vocab_size = tokenizer.vocab_size("src")
-    cfg.model.tgt_vocab_size = tokenizer.vocab_size("tgt")
-    cfg.model.validate()
-    if cfg.data.max_length + 1 > cfg.model.max_positions:
-        raise ConfigError(
-            f"data.max_length ({cfg.data.max_length}) + 1 must not exceed "
-            f"model.max_positions ({cfg.model.max_positions})"
-        )
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -247,12 +114,11 @@ class Trainer:
         )
         self.step = 0
         self.elapsed = 0.0  # training seconds in earlier sessions of this run
-        self.best: dict = {"value": None, "step": 0}
-        self.bad_validations = 0
+        self.early_stopping = EarlyStopping()
         self.stop_reason = ""
         self.last_saved_step = -1
         self.interrupted = False  # set by Ctrl-C / SIGTERM, honoured at the next step boundary
-        self.tensorboard = tensorboard_writer(run_dir) if world.is_main else None
+        self.metrics = MetricsLog(run_dir, enabled=world.is_main)
 
     # ------------------------------------------------------------------ state
 
@@ -264,8 +130,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": self.rng_states(),  # one per process
-            "best": dict(self.best),
-            "bad_validations": self.bad_validations,
+            **self.early_stopping.state_dict(),  # "best", "bad_validations"
             "elapsed_seconds": self.elapsed_now(),
         }
 
@@ -277,8 +142,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"][self.world.rank], self.device)
-        self.best = dict(state["best"])
-        self.bad_validations = int(state["bad_validations"])
+        self.early_stopping.load_state_dict(state)
         self.elapsed = float(state["elapsed_seconds"])
         self.last_saved_step = self.step
 
@@ -306,9 +170,10 @@ class Trainer:
 
     def train_step(self, batches: list[Batch]) -> StepStats:
         self.network.train()
-        # loss, nll, target tokens, source tokens; on the device, so NCCL can all-reduce it and
-        # reading it costs one synchronisation per step
-        totals = torch.zeros(6, dtype=torch.float64, device=self.device)
+        # summed over the batches on the device, so reading them costs one synchronisation
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        nll = torch.zeros((), dtype=torch.float64, device=self.device)
+        tgt_tokens = src_tokens = 0
         for i, batch in enumerate(batches):
             batch = batch.to(self.device, non_blocking=True)
             last = i == len(batches) - 1
@@ -333,22 +198,37 @@ class Trainer:
                         PAD_ID,
                     )
                 self.scaler.scale(out.loss).backward()
-            totals[0] += out.loss.detach()
-            totals[1] += out.nll.detach()
-            totals[2] += batch.tgt_tokens
-            totals[3] += batch.src_tokens
-        # every process must stop at the same step: share interrupts and time limits
-        totals[4] = float(self.interrupted)
-        totals[5] = float(self.out_of_time())
-        if self.world.world_size > 1:
-            dist.all_reduce(totals)
-        loss, nll, tokens, src_tokens, interrupted, out_of_time = totals.tolist()
-        self.apply_gradients(tokens)
-        if interrupted:
+            loss += out.loss.detach()
+            nll += out.nll.detach()
+            tgt_tokens += batch.tgt_tokens
+            src_tokens += batch.src_tokens
+        # every process must stop at the same step: interrupts and time limits are shared too
+        step = self.summed_over_processes(
+            loss=loss,
+            nll=nll,
+            tgt_tokens=tgt_tokens,
+            src_tokens=src_tokens,
+            interrupted=self.interrupted,
+            out_of_time=self.out_of_time(),
+        )
+        self.apply_gradients(step["tgt_tokens"])
+        if step["interrupted"]:
             self.interrupted, self.stop_reason = True, "interrupted"
-        elif out_of_time:
+        elif step["out_of_time"]:
             self.stop_reason = f"reached train.max_minutes={self.cfg.train.max_minutes}"
-        return StepStats(loss / tokens, nll / tokens, int(tokens), int(src_tokens))
+        tokens = step["tgt_tokens"]
+        return StepStats(
+            step["loss"] / tokens, step["nll"] / tokens, int(tokens), int(step["src_tokens"])
+        )
+
+    def summed_over_processes(self, **values: torch.Tensor | float) -> dict[str, float]:
+        """Named numbers summed over every process in one all-reduce (one synchronisation)."""
+        stacked = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in values.values()]
+        )
+        if self.world.world_size > 1:
+            dist.all_reduce(stacked)
+        return dict(zip(values, stacked.tolist(), strict=True))
 
     def apply_gradients(self, tokens: float) -> None:
         """Normalise by the step's target tokens, clip, step the optimizer and the schedule."""
@@ -364,58 +244,6 @@ class Trainer:
         if self.scaler.get_scale() >= scale:  # fp16: a skipped step (inf/NaN) is not counted
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-
-    # ------------------------------------------------------------------ validation
-
-    @torch.no_grad()
-    def validate(self) -> dict:
-        self.model.eval()
-        totals = torch.zeros(2, dtype=torch.float64)  # nll, tokens
-        with autocast(self.cfg.train.precision, self.device):
-            for batch in self.valid_batches():
-                batch = batch.to(self.device)
-                hidden = self.model(batch.src, batch.src_pad_mask, batch.tgt_in, project=False)
-                weight = self.model.output_projection.weight
-                out = projected_cross_entropy(hidden, weight, batch.tgt_out, 0.0, PAD_ID)
-                totals += torch.tensor([out.nll.item(), out.tokens.item()], dtype=torch.float64)
-            nll = float(totals[0] / totals[1])
-            result = {"valid_nll": round(nll, 4), "valid_ppl": round(math.exp(nll), 2)}
-            if self.cfg.train.valid_bleu:
-                hypotheses = translate_encoded(
-                    self.model, self.data.valid, self.tokenizer, self.valid_decoding(), self.device
-                )
-                scores = corpus_scores(hypotheses, self.data.valid_references)
-                result.update(bleu=scores["bleu"].score, chrf=scores["chrf"].score)
-        return result
-
-    def valid_decoding(self) -> DecodeConfig:
-        """decode.* with the validation beam: greedy unless train.valid_beam > 1."""
-        beam = self.cfg.train.valid_beam
-        strategy = SearchStrategy.beam if beam > 1 else SearchStrategy.greedy
-        return dataclasses.replace(self.cfg.decode, strategy=strategy, beam=beam, nbest=1)
-
-    def valid_batches(self) -> Iterator[Batch]:
-        valid = self.data.valid
-        return valid.batches(valid.sampler(self.cfg.train.max_tokens, shuffle=False))
-
-    def metric_of(self, result: dict) -> float:
-        if self.cfg.train.stop_metric == StopMetric.bleu and "bleu" in result:
-            return result["bleu"]
-        return -result["valid_nll"]  # higher is better
-
-    def record_validation(self, result: dict) -> bool:
-        """Update best/patience; True when this validation is the best so far."""
-        value = self.metric_of(result)
-        improved = self.best["value"] is None or value > self.best["value"]
-        if improved:
-            self.best = {"value": value, "step": self.step}
-            self.bad_validations = 0
-        else:
-            self.bad_validations += 1
-            patience = self.cfg.train.patience
-            if patience and self.bad_validations >= patience:
-                self.stop_reason = f"no improvement in {patience} validations"
-        return improved
 
     # ------------------------------------------------------------------ checkpoints, logs
 
@@ -459,18 +287,6 @@ class Trainer:
             f"resume with: seq2seq-train run_dir={self.run_dir}"
         )
 
-    def write_metrics(self, record: dict) -> None:
-        """One JSON line in metrics.jsonl, and TensorBoard scalars when it is installed."""
-        if not self.world.is_main:
-            return
-        with open(self.run_dir / checkpoint.METRICS, "a") as stream:
-            stream.write(json.dumps(record) + "\n")
-        if self.tensorboard is not None:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key != "step":
-                    self.tensorboard.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-            self.tensorboard.flush()
-
     # ------------------------------------------------------------------ the loop
 
     def out_of_time(self) -> bool:
@@ -482,6 +298,8 @@ class Trainer:
         train = self.cfg.train
         if train.max_steps and self.step >= train.max_steps:
             self.stop_reason = f"reached train.max_steps={train.max_steps}"
+        elif self.early_stopping.out_of_patience(train.patience):  # also right after a resume
+            self.stop_reason = f"no improvement in {train.patience} validations"
         elif train.max_minutes and self.elapsed >= 60 * train.max_minutes:  # on resume
             self.stop_reason = f"reached train.max_minutes={train.max_minutes}"
         return bool(self.stop_reason)
@@ -528,7 +346,7 @@ class Trainer:
             "stopped: %s at step %d; best validation at step %d",
             self.stop_reason,
             self.step,
-            self.best["step"],
+            self.early_stopping.best_step,
         )
 
     @contextlib.contextmanager
@@ -569,7 +387,7 @@ class Trainer:
             "  eta %(eta)s",
             {**record, "eta": eta},
         )
-        self.write_metrics({"kind": "train", **record})
+        self.metrics.write({"kind": "train", **record})
         window.update(tokens=0, start=time.monotonic(), step=self.step)
 
     def seconds_left(self, seconds_per_step: float) -> float | None:
@@ -585,8 +403,10 @@ class Trainer:
     def validate_and_save(self) -> None:
         is_best = False
         if self.world.is_main:
-            result = self.validate()
-            is_best = self.record_validation(result)
+            result = validate(self.model, self.data, self.tokenizer, self.cfg, self.device)
+            is_best = self.early_stopping.record(
+                stop_value(result, self.cfg.train.stop_metric), self.step
+            )
             record = {
                 "kind": "valid",
                 "step": self.step,
@@ -599,7 +419,7 @@ class Trainer:
                 "  ".join(f"{k} {v}" for k, v in result.items()),
                 "  (best)" if is_best else "",
             )
-            self.write_metrics(record)
+            self.metrics.write(record)
         self.save(is_best)
         self.share_validation_outcome()
 
@@ -607,20 +427,16 @@ class Trainer:
         """Rank 0 validates; every process takes its early-stopping decision and best step."""
         if self.world.world_size == 1:
             return
-        shared = [self.stop_reason, self.best]
+        shared = [self.early_stopping.state_dict()]
         dist.broadcast_object_list(shared, src=0)
-        self.stop_reason = shared[0] or self.stop_reason
-        self.best = shared[1]
+        self.early_stopping.load_state_dict(shared[0])
 
 
 # --------------------------------------------------------------------------- entry point
 
 
 def save_config(cfg: Config, run_dir: Path) -> None:
-    path = run_dir / "config.yaml"
-    temporary = path.with_name(".config.yaml.tmp")
-    temporary.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    os.replace(temporary, path)
+    write_atomically(run_dir / checkpoint.CONFIG, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
 def train(cfg: Config, run_dir: Path, choices: dict[str, str] | None = None) -> Trainer:

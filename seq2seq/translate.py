@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, constants
 from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
 from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config
 from seq2seq.constants import EOS_ID, PAD_ID
@@ -26,6 +26,7 @@ from seq2seq.errors import UserError
 from seq2seq.inference import inference_copy
 from seq2seq.kernels import compiled
 from seq2seq.model import Transformer
+from seq2seq.precision import LOW_PRECISION_DTYPES, parse_precision
 from seq2seq.search import Hypothesis, search
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.workers import map_in_workers
@@ -56,7 +57,7 @@ class Translation:
 
 
 def load_run_config(run_dir: Path) -> Config:
-    path = run_dir / "config.yaml"
+    path = run_dir / constants.CONFIG
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory: config.yaml is missing")
     return OmegaConf.to_object(load_saved_config(path))
@@ -67,22 +68,9 @@ def weights_path(run_dir: Path, which: str) -> Path:
     named = {
         "best": checkpoint.BEST_WEIGHTS,
         "last": checkpoint.WEIGHTS,
-        "average": "model.avg.safetensors",
+        "average": constants.AVERAGE_WEIGHTS,
     }
     return run_dir / named[which] if which in named else Path(which)
-
-
-def parse_precision(name: str | Precision, device: torch.device) -> Precision:
-    try:
-        precision = Precision(name)
-    except ValueError:
-        raise UserError(f"unknown precision '{name}'; use fp32, bf16 or fp16") from None
-    if precision == Precision.fp16 and device.type != "cuda":
-        raise UserError("precision=fp16 needs a CUDA device; on CPU use bf16")
-    return precision
-
-
-LOW_PRECISION_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
 
 
 class Translator:

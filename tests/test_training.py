@@ -287,6 +287,14 @@ def test_early_stopping_after_patience_validations_without_improvement(corpus, t
         "stopped: no improvement in 2 validations at step 6; best validation at step 2"
         in result.stderr
     )
+    # resuming the stopped run stops again at once: patience survives the resume...
+    again = seq2seq_train(f"run_dir={run_dir}")
+    assert "stopped: no improvement in 2 validations at step 6" in again.stderr
+    assert [v["step"] for v in metrics(run_dir, "valid")] == [2, 4, 6]
+    # ...unless the resume gives more patience
+    more = seq2seq_train(f"run_dir={run_dir}", "train.patience=3")
+    assert [v["step"] for v in metrics(run_dir, "valid")] == [2, 4, 6, 8]
+    assert "stopped: no improvement in 3 validations at step 8" in more.stderr
 
 
 def test_bf16_autocast_training_learns_and_saves_float32_weights(corpus, tmp_path):
