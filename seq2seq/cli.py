@@ -16,7 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from seq2seq import constants
 from seq2seq.arguments import (
@@ -31,11 +31,10 @@ from seq2seq.config import (
     CONFIG_GROUPS,
     CONFIG_MODULE,
     Config,
-    load_saved_config,
     register_configs,
     to_dataclass,
 )
-from seq2seq.errors import UserError, first_line
+from seq2seq.errors import UserError
 from seq2seq.overrides import check_command_line
 
 log = logging.getLogger("seq2seq")
@@ -130,46 +129,12 @@ def chosen_groups() -> dict[str, str]:
     return {group: choices[group] for group in CONFIG_GROUPS if choices.get(group) is not None}
 
 
-def resume_config(run_dir: Path, overrides: list[str]) -> Config:
-    """The run's saved config, with the command line's key=value overrides applied on top.
-
-    Rerunning the command that started the run is allowed: group choices equal to the run's
-    (recipe=..., model=...) are accepted; different ones are an error.
-    """
-    from seq2seq.checkpoint import read_meta
-
-    saved_choices = (
-        read_meta(run_dir).get("choices", {}) if (run_dir / constants.META).is_file() else {}
-    )
-    changes = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        key = key.lstrip("+~")
-        if key in CONFIG_GROUPS:
-            if saved_choices.get(key) == value:
-                continue  # the same choice the run was started with
-            raise UserError(
-                f"cannot change '{key}' when resuming {run_dir}; only key=value "
-                "overrides such as train.max_steps=... apply to an existing run"
-            )
-        if key != "run_dir":
-            changes.append(override)
-    saved = load_saved_config(run_dir / constants.CONFIG)
-    try:
-        return to_dataclass(OmegaConf.merge(saved, OmegaConf.from_dotlist(changes)), Config)
-    except UserError:
-        raise
-    except Exception as error:
-        raise UserError(
-            f"cannot apply {' '.join(changes)} to {run_dir}: {first_line(error)}"
-        ) from None
-
-
 def train_job(cfg: DictConfig) -> None:
     """Train a model from a recipe; `run_dir=<existing run>` resumes it."""
     from seq2seq.devices import resolve_device
     from seq2seq.distributed import claim_run_dir
     from seq2seq.evaluate import evaluate_split
+    from seq2seq.resume import resume_config
     from seq2seq.trainer import train
 
     config = to_config(cfg)
