@@ -30,8 +30,8 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig, LengthPenalty, SearchStrategy
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
-from seq2seq.kernels import TopK, attention, row_topk
-from seq2seq.layers import autocast_off
+from seq2seq.fast import autocast_off
+from seq2seq.fast.kernels import TopK, attention, row_topk
 from seq2seq.model import Transformer
 
 
@@ -100,7 +100,7 @@ class NextToken:
     logits: Tensor  # (rows, vocab) in bf16/fp16 (`top` re-scores them); float32: = log_probs
     hidden: Tensor  # (rows, d_model) the decoder state the logits came from
     output_layer: torch.nn.Module  # hidden -> logits (its weight: (vocab, d_model))
-    select: TopK  # (x, k) -> the k largest of each row and their indices (`seq2seq.kernels`)
+    select: TopK  # (x, k) -> the k largest of each row and their indices (`seq2seq.fast.kernels`)
 
     def top(self, k: int) -> tuple[Tensor, Tensor]:
         """The k most probable tokens of each row (rows, k) and their log-probabilities.

@@ -21,12 +21,12 @@ from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
 from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config
 from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.errors import UserError
-from seq2seq.inference import inference_copy
-from seq2seq.kernels import compiled
+from seq2seq.fast.inference import inference_copy
+from seq2seq.fast.kernels import compiled
+from seq2seq.fast.workers import map_in_workers
 from seq2seq.model import Transformer
 from seq2seq.search import Hypothesis, search
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.workers import map_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Translator:
         """n-best lists for each batch of sources (ids without eos), in order.
 
         On CPU `decode.workers` batches are decoded at once, each by its own thread with its
-        share of the torch threads (`seq2seq.workers`): a decoding step is many small
+        share of the torch threads (`seq2seq.fast.workers`): a decoding step is many small
         operations, which two cores run faster side by side (one batch each) than together
         (half of each operation each). Results do not depend on it: every sentence is decoded
         independently of its batch.

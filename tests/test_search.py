@@ -11,7 +11,7 @@ from helpers import pad_to, random_tokens, tiny_model
 
 from seq2seq.config import DecodeConfig
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
-from seq2seq.kernels import torch_topk
+from seq2seq.fast.kernels import torch_topk
 from seq2seq.layers import padding_to_attention_mask
 from seq2seq.search import (
     Hypothesis,

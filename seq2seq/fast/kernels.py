@@ -1,20 +1,15 @@
-"""Two small C++ kernels for decoding on CPU, where PyTorch's general ones spend most of their
-time in set-up on the small shapes of a decoding step (`decode.kernels=true`, the default).
+"""Two small C++ kernels for decoding on CPU (`decode.kernels=true`, the default), where
+PyTorch's general ones spend most of their time in set-up on the small shapes of a step.
 
-- `row_topk` (csrc/row_topk.cpp): the best k values of each row, as `torch.topk` returns them.
-  Beam search selects 2 x beam of 8,000+ log-probabilities per row at every step; torch's CPU
-  top-k copies every row into (value, index) pairs first (1.7 ms on 320 x 8000 with 2 threads,
-  8% of a batch-64 step), the kernel scans each row once, 16 values per AVX-512 comparison
-  (0.2 ms). Same values; among equal values the lower index comes first (torch leaves that
-  order unspecified).
+- `row_topk` (csrc/row_topk.cpp): the best k values of each row, as `torch.topk` returns them;
+  among equal values the lower index comes first (torch leaves that order unspecified).
 - `attend` (csrc/attention.cpp): attention for cached decoding, a few queries per (row, head)
-  against a few dozen keys; PyTorch's CPU flash-attention kernel takes 0.3-0.5 ms per call on
-  these shapes, the kernel 0.1-0.3 ms. Same results up to float rounding.
+  against a few dozen keys. Same results as `MultiHeadAttention.attention` up to float
+  rounding.
 
-Together +15% at batch 64 and +8% at batch 1 (bf16, docs/benchmarks.md). They are compiled for
-this machine on first use (`torch.utils.cpp_extension`: the system's C++ compiler and the
-`ninja` package, ~30 s once, then cached in torch's extension directory). Where that fails, one
-warning, and decoding uses `torch.topk` and `scaled_dot_product_attention` as with
+They are compiled for this machine on first use (`torch.utils.cpp_extension`: the system's C++
+compiler and the `ninja` package; then cached in torch's extension directory). Where that
+fails, one warning, and decoding uses `torch.topk` and the model's attention as with
 `decode.kernels=false`; other devices always do.
 """
 
@@ -145,11 +140,17 @@ def attention(enabled: bool, device: torch.device) -> Attend | None:
     if module is None:
         return None
 
-    def kernel_attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None):
+    def kernel_attend(
+        q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None, causal: bool = False
+    ) -> Tensor | None:
         """softmax(q k^T / sqrt(d_head) + mask) v: q (batch, heads, q_len, d_head), keys and
-        values (batch, heads, k_len, d_head), mask True = attend -> (batch, q_len, d_model);
-        None unless CPU, no gradient, one dtype of float32/bf16, d_head <= 256 and a mask of
-        shape (batch or 1, 1, 1, k_len)."""
+        values (batch, heads, k_len, d_head), mask True = attend -> (batch, q_len, d_model),
+        computed in the keys' dtype; None unless CPU, no gradient, one dtype of float32/bf16
+        for keys and values, d_head <= 256, a mask of shape (batch or 1, 1, 1, k_len), and
+        no causal mask to apply (causal with a single query, the newest position, is none)."""
+        if causal and q.shape[2] > 1:
+            return None
+        q = q.to(keys.dtype)  # a float32 cache: attend in its dtype
         batch, _, _, d_head = q.shape
         fits = (
             q.device.type == keys.device.type == values.device.type == "cpu"
