@@ -34,10 +34,10 @@ from seq2seq.batching import pad_rows
 from seq2seq.config import DecodeConfig, Precision
 from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.export import to_marian
+from seq2seq.fast.workers import map_in_workers
 from seq2seq.metrics import corpus_scores
 from seq2seq.search import NextToken, search
 from seq2seq.translate import Translator
-from seq2seq.workers import map_in_workers
 
 
 def read_gz(path: Path) -> list[str]:

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-# (q, keys, values, mask) -> (batch, q_len, d_model), or None for inputs it does not take: an
-# attention for the few queries of cached decoding (`seq2seq.kernels`); None: the model's own
-Attend = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
+# (queries, keys, values, mask, causal) -> (batch, q_len, d_model), or None for inputs it does
+# not take: an attention for the few queries of cached decoding (`seq2seq.fast.kernels`) that
+# `MultiHeadAttention` tries before its own
+Attend = Callable[[Tensor, Tensor, Tensor, Tensor | None, bool], Tensor | None]
 
 
 @dataclass
@@ -105,7 +106,7 @@ class DecoderCache:
     layers: list[LayerCache]
     src_attn_mask: Tensor | None  # (groups, 1, 1, src_len), True where attention is allowed
     group_size: int = 1  # consecutive rows sharing one source (the beam size in beam search)
-    attend: Attend | None = None  # a faster attention (`seq2seq.kernels`), set by the search
+    attend: Attend | None = None  # set by the search: the kernel of `seq2seq.fast.kernels`
 
     @property
     def steps(self) -> int:

@@ -150,7 +150,7 @@ def train_job(cfg: DictConfig) -> None:
         if trainer.world.is_main and config.train.test_at_end:
             from seq2seq import checkpoint
 
-            checkpoint.load_weights(trainer.model, run_dir / checkpoint.BEST_WEIGHTS)
+            checkpoint.load_weights(trainer.model, run_dir / constants.BEST_WEIGHTS)
             evaluate_split(
                 trainer.model, trainer.tokenizer, config, "test", run_dir, trainer.device
             )
@@ -174,9 +174,9 @@ def average_main() -> None:
         args = parse_key_values(sys.argv[1:], AVERAGE_ARGS)
         run_dir = Path(args["run"])
         last = positive_int(args, "last")
-        paths = [p / checkpoint.WEIGHTS for p in checkpoint.step_dirs(run_dir)][-last:]
+        paths = [p / constants.WEIGHTS for p in checkpoint.step_dirs(run_dir)][-last:]
         if not paths:
-            raise UserError(f"no checkpoints in {run_dir / checkpoint.CHECKPOINTS}")
+            raise UserError(f"no checkpoints in {run_dir / constants.CHECKPOINTS}")
         out = run_dir / constants.AVERAGE_WEIGHTS if args["out"] == "-" else Path(args["out"])
         checkpoint.average_checkpoints(paths, out)
         print(

@@ -343,7 +343,7 @@ class DecodeConfig:
     seed: int = 0  # sampling: random seed
     max_tokens: int = 8192  # source tokens per batch, padding included
     workers: int = 1  # CPU: batches decoded at once, each by one thread (torch threads split)
-    kernels: bool = True  # CPU: compiled top-k and attention kernels (seq2seq/kernels.py)
+    kernels: bool = True  # CPU: compiled top-k and attention kernels (seq2seq/fast/kernels.py)
 
     def __post_init__(self) -> None:
         self.strategy = SearchStrategy(self.strategy)

@@ -64,9 +64,9 @@ def recorder(into: list[Tensor]):
     """A forward hook that stores the module's attention weights for the (single) sentence."""
 
     def hook(module: MultiHeadAttention, args: tuple, kwargs: dict, output: Tensor) -> None:
-        query, keys, _values = args
+        queries, keys, _values = args  # projected, as `MultiHeadAttention.forward` takes them
         weights = module.attention_weights(
-            query, keys, kwargs.get("attn_mask"), kwargs.get("causal", False)
+            queries, keys, kwargs.get("attn_mask"), kwargs.get("causal", False)
         )
         into.append(weights[0].float())  # (heads, q_len, k_len)
 

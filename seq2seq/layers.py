@@ -2,19 +2,24 @@
 
 Each class implements one equation of "Attention Is All You Need" (Vaswani et al., 2017);
 `docs/architecture.md` puts them side by side. Tensors are batch-first throughout.
+
+Speed-ups live in `seq2seq.fast` and enter this file at one seam, the import of `seq2seq.fast`
+below: `Dropout` (the paper's dropout, cheaper masks on CPU) and `autocast_off`. Cached
+decoding may also hand `MultiHeadAttention` a faster attention (`DecoderCache.attend`); the
+code here is the reference that each speed-up is tested against.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.cache import Attend, LayerCache
+from seq2seq.cache import Attend, DecoderCache
 from seq2seq.config import Activation, ModelConfig, NormPlacement
+from seq2seq.fast import Dropout, autocast_off  # the seam (see the module docstring)
 
 
 def padding_to_attention_mask(pad_mask: Tensor | None) -> Tensor | None:
@@ -28,13 +33,6 @@ def padding_to_attention_mask(pad_mask: Tensor | None) -> Tensor | None:
     return ~pad_mask[:, None, None, :]
 
 
-def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
-    """A region where autocast is off (entered only when it is on: entering it is not free)."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
 def causal_mask(query_len: int, key_len: int, device: torch.device) -> Tensor:
     """(query_len, key_len) True where query i may see key j: j <= i + (key_len - query_len).
 
@@ -44,49 +42,15 @@ def causal_mask(query_len: int, key_len: int, device: torch.device) -> Tensor:
     return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril(key_len - query_len)
 
 
-class Dropout(nn.Module):
-    """Dropout(x) = x * keep / (1 - p), keep ~ Bernoulli(1 - p) per element (as `nn.Dropout`).
-
-    On CPU the mask is cheaper than `torch.bernoulli`'s: each 64-bit random integer gives four
-    16-bit draws, each kept when it clears a threshold, so p is rounded to a multiple of 1/65536
-    (the scale uses the rounded p, keeping the expectation exact). Other devices use
-    `F.dropout`. Both draw from torch's generator, whose state checkpoints save.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, training=True)
-        drop = round(self.p * 65536)  # of the 65536 values of a 16-bit draw, this many drop
-        if drop == 0:
-            return x
-        if drop == 65536:
-            return x * 0.0
-        keep = keep_mask(x.numel(), threshold=drop - 32768).view(x.shape)
-        return torch.mul(x, keep).mul_(65536 / (65536 - drop))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def keep_mask(count: int, threshold: int) -> Tensor:
-    """`count` booleans, each True when a uniform int16 draw is >= threshold."""
-    words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
-    return words.view(torch.int16)[:count] >= threshold
-
-
 class MultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
     head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
 
-    One module serves encoder self-attention, decoder masked self-attention and cross-attention:
-    the caller projects keys/values with `project_kv` (so a cache can keep them) and passes them
-    in. Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head)) V is computed by
+    One module serves encoder self-attention, decoder masked self-attention and cross-attention.
+    The caller computes Q W^Q, K W^K and V W^V first (`project_qkv` for self-attention;
+    `project_q` and `project_kv` for cross-attention, so that a cache can keep the keys/values)
+    and calls the module with them; the module computes the heads and W^O.
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head)) V is computed by
     `torch.nn.functional.scaled_dot_product_attention`, whose default scale is 1 / sqrt(d_head).
     """
 
@@ -99,33 +63,23 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
-        # [W^Q; W^K; W^V] in one product for self-attention: set by `inference.inference_copy`
+        # [W^Q; W^K; W^V] in one product for self-attention: set by `fast.inference.inference_copy`
         # (training keeps the three, which checkpoints and exports name)
         self.qkv_proj: nn.Module | None = None
-
-    def attention_weights(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        attn_mask: Tensor | None = None,
-        causal: bool = False,
-    ) -> Tensor:
-        """softmax(Q K^T / sqrt(d_head)) written out: (batch, heads, q_len, k_len), each row a
-        distribution over the keys. `forward` gets the same weights from SDPA without storing
-        them; this is for looking at them (`seq2seq-attention`)."""
-        q = self.split_heads(self.q_proj(query))
-        scores = q @ keys.transpose(-2, -1) / self.d_head**0.5
-        if causal:
-            mask = causal_mask(q.shape[2], keys.shape[2], q.device)
-            attn_mask = mask if attn_mask is None else attn_mask & mask
-        if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask, float("-inf"))
-        return scores.softmax(dim=-1)
 
     def split_heads(self, x: Tensor) -> Tensor:
         """(batch, len, d_model) -> (batch, heads, len, d_head)."""
         batch, length, _ = x.shape
         return x.view(batch, length, self.heads, self.d_head).transpose(1, 2)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        """(batch, heads, len, d_head) -> (batch, len, d_model): the heads side by side."""
+        batch, _, length, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, length, self.heads * self.d_head)
+
+    def project_q(self, x: Tensor) -> Tensor:
+        """Queries of `x` (batch, len, d_model): (batch, heads, len, d_head)."""
+        return self.split_heads(self.q_proj(x))
 
     def project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of `source` (batch, len, d_model), each (batch, heads, len, d_head)."""
@@ -135,34 +89,40 @@ class MultiHeadAttention(nn.Module):
         """Queries, keys and values of `x` (batch, len, d_model) for self-attention, each
         (batch, heads, len, d_head)."""
         if self.qkv_proj is None:
-            return self.split_heads(self.q_proj(x)), *self.project_kv(x)
+            return self.project_q(x), *self.project_kv(x)
         q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
     def forward(
         self,
-        query: Tensor,
+        queries: Tensor,
         keys: Tensor,
         values: Tensor,
         attn_mask: Tensor | None = None,
         causal: bool = False,
-        queries: Tensor | None = None,
         attend: Attend | None = None,
     ) -> Tensor:
-        """Attend from `query` (batch, q_len, d_model) to projected keys/values.
+        """Concat(head_1, ..., head_h) W^O: (batch, q_len, d_model), from projected queries
+        (batch, heads, q_len, d_head) and keys/values (batch, heads, k_len, d_head).
 
         attn_mask: boolean, True where attention is allowed, broadcastable to
         (batch, heads, q_len, k_len). causal: hide keys after each query's own position.
-        queries: `query` already projected, (batch, heads, q_len, d_head), from `project_qkv`.
-        attend: cached decoding's faster attention (`DecoderCache.attend`): (q, keys, values,
-        attn_mask) -> (batch, q_len, d_model), or None for inputs it does not take.
+        attend: cached decoding's attention (`DecoderCache.attend`, from `seq2seq.fast`), tried
+        outside training: (queries, keys, values, attn_mask, causal) -> (batch, q_len, d_model),
+        or None for inputs it does not take, which `attention` computes.
         """
-        q = self.split_heads(self.q_proj(query)) if queries is None else queries
-        q_len, k_len = q.shape[2], keys.shape[2]
-        if attend is not None and not (causal and q_len > 1) and not self.training:
-            out = attend(q.to(keys.dtype), keys, values, attn_mask)
+        if attend is not None and not self.training:
+            out = attend(queries, keys, values, attn_mask, causal)
             if out is not None:
                 return self.out_proj(out)
+        heads = self.attention(queries, keys, values, attn_mask, causal)
+        return self.out_proj(self.merge_heads(heads))
+
+    def attention(
+        self, q: Tensor, keys: Tensor, values: Tensor, attn_mask: Tensor | None, causal: bool
+    ) -> Tensor:
+        """Attention(Q, K, V) of every head at once: (batch, heads, q_len, d_head)."""
+        q_len, k_len = q.shape[2], keys.shape[2]
         is_causal = False
         if causal and q_len > 1:  # a single newest query may see every cached key
             if attn_mask is None and q_len == k_len:
@@ -172,17 +132,32 @@ class MultiHeadAttention(nn.Module):
                 attn_mask = mask if attn_mask is None else attn_mask & mask
         dropout = self.dropout if self.training else 0.0
         if keys.dtype == q.dtype:
-            out = F.scaled_dot_product_attention(
+            return F.scaled_dot_product_attention(
                 q, keys, values, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal
-            )  # (batch, heads, q_len, d_head)
-        else:  # a float32 cache (`LayerCache`): attend in the cache's dtype, autocast or not
-            with autocast_off(q.device.type):
-                out = F.scaled_dot_product_attention(
-                    q.to(keys.dtype), keys, values, attn_mask, dropout, is_causal
-                )
-        batch = out.shape[0]
-        out = out.transpose(1, 2).reshape(batch, q_len, self.heads * self.d_head)
-        return self.out_proj(out)
+            )
+        with autocast_off(q.device.type):  # a float32 cache (`LayerCache`): attend in its dtype
+            return F.scaled_dot_product_attention(
+                q.to(keys.dtype), keys, values, attn_mask, dropout, is_causal
+            )
+
+    def attention_weights(
+        self,
+        queries: Tensor,
+        keys: Tensor,
+        attn_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        """softmax(Q K^T / sqrt(d_head)) written out: (batch, heads, q_len, k_len), each row a
+        distribution over the keys, from the arguments `forward` takes. `forward` gets the same
+        weights from SDPA without storing them; this is for looking at them
+        (`seq2seq-attention`)."""
+        scores = queries @ keys.transpose(-2, -1) / self.d_head**0.5
+        if causal:
+            mask = causal_mask(queries.shape[2], keys.shape[2], queries.device)
+            attn_mask = mask if attn_mask is None else attn_mask & mask
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        return scores.softmax(dim=-1)
 
 
 ACTIVATIONS: dict[Activation, Callable[[Tensor], Tensor]] = {
@@ -289,8 +264,7 @@ class EncoderLayer(nn.Module):
         """x: (batch, src_len, d_model); src_attn_mask: (batch, 1, 1, src_len) or None."""
 
         def self_attention(h: Tensor) -> Tensor:
-            queries, keys, values = self.self_attn.project_qkv(h)
-            return self.self_attn(h, keys, values, attn_mask=src_attn_mask, queries=queries)
+            return self.self_attn(*self.self_attn.project_qkv(h), attn_mask=src_attn_mask)
 
         x = self.self_attn_block(x, self_attention)
         return self.ffn_block(x, self.ffn)
@@ -299,8 +273,9 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Masked (causal) self-attention, cross-attention over the encoder output, feed-forward."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, index: int = 0) -> None:
         super().__init__()
+        self.index = index  # its place in the stack, which picks its state in a `DecoderCache`
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
         self.self_attn_block = SublayerConnection(cfg.d_model, cfg.norm, cfg.dropout)
         self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
@@ -311,31 +286,41 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: Tensor,
-        memory_kv: tuple[Tensor, Tensor],
+        memory: Tensor | None,
         src_attn_mask: Tensor | None,
-        cache: LayerCache | None = None,
-        group_size: int = 1,
-        attend: Attend | None = None,
+        cache: DecoderCache | None = None,
     ) -> Tensor:
-        """x: (rows, tgt_len, d_model), the new target positions only when `cache` is given.
+        """x: (rows, tgt_len, d_model).
 
-        memory_kv: the cross-attention keys and values of the encoder output, from
-        `self.cross_attn.project_kv(memory)`, each (rows / group_size, heads, src_len, d_head):
-        consecutive groups of `group_size` rows (the beams of a sentence) share one source.
-        attend: the cache's faster attention for cached decoding (`DecoderCache.attend`).
+        Teacher forcing (no cache): `x` is the whole target prefix, `memory` the encoder output
+        (rows, src_len, d_model) and `src_attn_mask` its (rows, 1, 1, src_len) mask or None.
+        Cached decoding: `x` holds the new positions only, and the rest comes from `cache`
+        (`memory` and `src_attn_mask` are None): this layer's keys/values, the source mask, the
+        attention to use and the group size: consecutive groups of `cache.group_size` rows (the
+        beams of a sentence) share one source, whose keys/values the cache holds once.
         """
+        if cache is None:
+            state, attend, group_size = None, None, 1
+        else:
+            state, attend, group_size = cache.layers[self.index], cache.attend, cache.group_size
+            src_attn_mask = cache.src_attn_mask
 
         def self_attention(h: Tensor) -> Tensor:
             queries, keys, values = self.self_attn.project_qkv(h)
-            if cache is not None:
-                keys, values = cache.extend_self_attention(keys, values)
-            return self.self_attn(h, keys, values, causal=True, queries=queries, attend=attend)
+            if state is not None:
+                keys, values = state.extend_self_attention(keys, values)
+            return self.self_attn(queries, keys, values, causal=True, attend=attend)
 
         def cross_attention(h: Tensor) -> Tensor:
+            if state is None:
+                keys, values = self.cross_attn.project_kv(memory)
+            else:
+                keys, values = state.cross_keys, state.cross_values
             rows, length, width = h.shape
             # a group's rows become query positions of one source: (groups, group * len, d)
-            queries = h.reshape(rows // group_size, group_size * length, width)
-            out = self.cross_attn(queries, *memory_kv, attn_mask=src_attn_mask, attend=attend)
+            grouped = h.reshape(rows // group_size, group_size * length, width)
+            queries = self.cross_attn.project_q(grouped)
+            out = self.cross_attn(queries, keys, values, attn_mask=src_attn_mask, attend=attend)
             return out.reshape(rows, length, width)
 
         x = self.self_attn_block(x, self_attention)

@@ -17,7 +17,7 @@ class MetricsLog:
     """metrics.jsonl of a run, written by the main process only (`enabled`)."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.path = run_dir / checkpoint.METRICS
+        self.path = run_dir / constants.METRICS
         self.enabled = enabled
         self.tensorboard = tensorboard_writer(run_dir) if enabled else None
 

@@ -84,7 +84,7 @@ class Decoder(nn.Module):
     def __init__(self, embed_tokens: nn.Embedding, cfg: ModelConfig) -> None:
         super().__init__()
         self.embedder = Embedder(embed_tokens, cfg)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.decoder_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == NormPlacement.pre else None
 
     def forward(
@@ -99,15 +99,9 @@ class Decoder(nn.Module):
         Without a cache, `tgt` is the whole target prefix and `memory` the encoder output. With a
         cache, `tgt` holds only the new positions and cross-attention reads the cached keys/values.
         """
-        offset = 0 if cache is None else cache.steps
-        x = self.embedder(tgt, offset)
-        for i, layer in enumerate(self.layers):
-            if cache is None:
-                x = layer(x, layer.cross_attn.project_kv(memory), src_attn_mask)
-            else:
-                state = cache.layers[i]
-                memory_kv = (state.cross_keys, state.cross_values)
-                x = layer(x, memory_kv, cache.src_attn_mask, state, cache.group_size, cache.attend)
+        x = self.embedder(tgt, offset=0 if cache is None else cache.steps)
+        for layer in self.layers:
+            x = layer(x, memory, src_attn_mask, cache)
         return x if self.final_norm is None else self.final_norm(x)
 
 

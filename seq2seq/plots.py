@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, constants
 from seq2seq.config import OptimConfig, Schedule
 from seq2seq.errors import UserError
 from seq2seq.inspection import AttentionMaps
@@ -136,7 +136,7 @@ def attention_page(out_dir: Path, sentences: list[dict]) -> Path:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / checkpoint.METRICS
+    path = run_dir / constants.METRICS
     if not path.is_file():
         raise UserError(f"{path} not found: is {run_dir} a seq2seq run directory?")
     return checkpoint.read_metrics(path)
@@ -148,7 +148,7 @@ def training_curves(run_dir: Path, out: Path) -> Path:
     train = [r for r in records if r["kind"] == "train"]
     valid = [r for r in records if r["kind"] == "valid"]
     if not train:
-        raise UserError(f"{run_dir / checkpoint.METRICS} has no training records yet")
+        raise UserError(f"{run_dir / constants.METRICS} has no training records yet")
     plt = pyplot()
     figure, axes = plt.subplots(2, 2, figsize=(11, 7))
     loss, bleu, lr, speed = axes.flat

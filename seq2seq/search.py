@@ -4,7 +4,8 @@ Every strategy runs the encoder once per batch and feeds only the newest token o
 hypothesis to `Transformer.decode_step`; cross-attention keys/values are computed once in
 `init_cache`. The time loop is the only Python loop over positions. Finished sentences leave
 the active batch: one `DecoderCache.reorder(index)` per step both follows the surviving beams
-and drops finished rows.
+and drops finished rows. What a search needs of a model and its cache is typed in
+`seq2seq.decoding`.
 
 Beam search follows fairseq: at each step the 2 x beam best continuations of each sentence are
 ranked; an eos among the first `beam` of them completes a hypothesis, the first `beam` non-eos
@@ -30,9 +31,9 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig, LengthPenalty, SearchStrategy
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
-from seq2seq.kernels import TopK, attention, row_topk
-from seq2seq.layers import autocast_off
-from seq2seq.model import Transformer
+from seq2seq.decoding import CacheT, Seq2SeqModel
+from seq2seq.fast import autocast_off
+from seq2seq.fast.kernels import TopK, attention, row_topk
 
 
 @dataclass
@@ -85,7 +86,9 @@ def ban_repeated_ngrams(logits: Tensor, prefixes: Tensor, n: int) -> None:
                 logits[row, prefix[start + n - 1]] = float("-inf")
 
 
-def start(model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig):
+def start(
+    model: Seq2SeqModel[CacheT], src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+) -> tuple[CacheT, Tensor]:
     """Encode once; return the cache and each sentence's output length limit."""
     cache = model.init_cache(model.encode(src, src_pad_mask), src_pad_mask)
     cache.attend = attention(cfg.kernels, src.device)
@@ -100,7 +103,7 @@ class NextToken:
     logits: Tensor  # (rows, vocab) in bf16/fp16 (`top` re-scores them); float32: = log_probs
     hidden: Tensor  # (rows, d_model) the decoder state the logits came from
     output_layer: torch.nn.Module  # hidden -> logits (its weight: (vocab, d_model))
-    select: TopK  # (x, k) -> the k largest of each row and their indices (`seq2seq.kernels`)
+    select: TopK  # (x, k) -> the k largest of each row and their indices (`seq2seq.fast.kernels`)
 
     def top(self, k: int) -> tuple[Tensor, Tensor]:
         """The k most probable tokens of each row (rows, k) and their log-probabilities.
@@ -143,9 +146,9 @@ class LogProbBuffer:
 
 
 def next_token(
-    model: Transformer,
+    model: Seq2SeqModel[CacheT],
     tokens: Tensor,
-    cache,
+    cache: CacheT,
     step: int,
     at_limit: Tensor,
     cfg: DecodeConfig,
@@ -170,7 +173,7 @@ def next_token(
 
 @torch.no_grad()
 def single_path_search(
-    model: Transformer,
+    model: Seq2SeqModel[CacheT],
     src: Tensor,
     src_pad_mask: Tensor,
     cfg: DecodeConfig,
@@ -215,7 +218,7 @@ def finished_path(row: list[int], scores: list[float], cfg: DecodeConfig) -> Hyp
 
 
 def greedy_search(
-    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+    model: Seq2SeqModel[CacheT], src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """The most probable token at every step."""
 
@@ -229,7 +232,7 @@ def greedy_search(
 
 
 def sample_search(
-    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+    model: Seq2SeqModel[CacheT], src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """A token drawn at every step from the (temperature, top-k, top-p) filtered distribution,
     reproducible from decode.seed."""
@@ -264,7 +267,7 @@ def filter_distribution(logits: Tensor, top_k: int, top_p: float) -> Tensor:
 
 @torch.no_grad()
 def beam_search(
-    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+    model: Seq2SeqModel[CacheT], src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """The `decode.nbest` best hypotheses of each sentence, best first.
 
@@ -368,7 +371,7 @@ SEARCHES: dict[SearchStrategy, Callable[..., list[list[Hypothesis]]]] = {
 
 @torch.no_grad()
 def search(
-    model: Transformer, src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
+    model: Seq2SeqModel[CacheT], src: Tensor, src_pad_mask: Tensor, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """Hypotheses for each sentence of the batch (n-best lists, best first)."""
     return SEARCHES[cfg.strategy](model, src, src_pad_mask, cfg)

@@ -25,7 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, constants
 from seq2seq.batching import Batch
 from seq2seq.config import Config, Precision
 from seq2seq.constants import PAD_ID
@@ -255,7 +255,7 @@ class Trainer:
                 saved = checkpoint.save_checkpoint(
                     self.run_dir, self.step, self.model, state, self.cfg.train.keep_last
                 )
-                if is_best or not (self.run_dir / checkpoint.BEST_WEIGHTS).exists():
+                if is_best or not (self.run_dir / constants.BEST_WEIGHTS).exists():
                     checkpoint.mark_best(self.run_dir, saved)
             except OSError as error:
                 failure = self.save_failure(error)
@@ -436,7 +436,7 @@ class Trainer:
 
 
 def save_config(cfg: Config, run_dir: Path) -> None:
-    write_atomically(run_dir / checkpoint.CONFIG, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    write_atomically(run_dir / constants.CONFIG, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
 def train(cfg: Config, run_dir: Path, choices: dict[str, str] | None = None) -> Trainer:
@@ -465,7 +465,7 @@ def train_in_group(
     latest = checkpoint.latest_checkpoint(run_dir)
     resumed_step = checkpoint.step_of(latest) if latest is not None else 0
     if world.is_main:  # first: a malformed metrics.jsonl stops training before anything is written
-        forget_metrics_after(run_dir / checkpoint.METRICS, resumed_step)
+        forget_metrics_after(run_dir / constants.METRICS, resumed_step)
         tokenizer, data = prepare_data(cfg, run_dir)
     if world.world_size > 1:
         dist.barrier()  # rank 0 trained the tokenizer and filled the encoding cache
@@ -477,11 +477,11 @@ def train_in_group(
     torch.manual_seed(cfg.train.seed + world.rank)  # each process its own dropout stream
     trainer = Trainer(cfg, run_dir, model, tokenizer, data, device, world)
     if latest is not None:
-        checkpoint.load_weights(model, latest / checkpoint.WEIGHTS)
-        trainer.load_train_state(checkpoint.load_train_state(latest / checkpoint.TRAIN_STATE))
+        checkpoint.load_weights(model, latest / constants.WEIGHTS)
+        trainer.load_train_state(checkpoint.load_train_state(latest / constants.TRAIN_STATE))
         log.info("resuming from %s (step %d)", latest, trainer.step)
-        if world.is_main and not (run_dir / checkpoint.META).is_file():
-            log.warning("%s was missing: written again for the run's tokenizer", checkpoint.META)
+        if world.is_main and not (run_dir / constants.META).is_file():
+            log.warning("%s was missing: written again for the run's tokenizer", constants.META)
             checkpoint.write_meta(run_dir, tokenizer.sha256())  # the run's choices are unknown
     elif world.is_main:
         checkpoint.write_meta(run_dir, tokenizer.sha256(), choices or {})

@@ -23,13 +23,13 @@ from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config
 from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.devices import resolve_device
 from seq2seq.errors import UserError
-from seq2seq.inference import inference_copy
-from seq2seq.kernels import compiled
+from seq2seq.fast.inference import inference_copy
+from seq2seq.fast.kernels import compiled
+from seq2seq.fast.workers import map_in_workers
 from seq2seq.model import Transformer
 from seq2seq.precision import LOW_PRECISION_DTYPES, parse_precision
 from seq2seq.search import Hypothesis, search
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.workers import map_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def load_run_config(run_dir: Path) -> Config:
 def weights_path(run_dir: Path, which: str) -> Path:
     """`best`, `last`, `average` or a path to a .safetensors file."""
     named = {
-        "best": checkpoint.BEST_WEIGHTS,
-        "last": checkpoint.WEIGHTS,
+        "best": constants.BEST_WEIGHTS,
+        "last": constants.WEIGHTS,
         "average": constants.AVERAGE_WEIGHTS,
     }
     return run_dir / named[which] if which in named else Path(which)
@@ -183,7 +183,7 @@ class Translator:
         """n-best lists for each batch of sources (ids without eos), in order.
 
         On CPU `decode.workers` batches are decoded at once, each by its own thread with its
-        share of the torch threads (`seq2seq.workers`): a decoding step is many small
+        share of the torch threads (`seq2seq.fast.workers`): a decoding step is many small
         operations, which two cores run faster side by side (one batch each) than together
         (half of each operation each). Results do not depend on it: every sentence is decoded
         independently of its batch.

@@ -122,7 +122,7 @@ def test_module_scales_scores_by_one_over_sqrt_d_head():
     query = torch.randn(1, 1, d_head, generator=generator)
     keys = torch.randn(1, 1, keys_len, d_head, generator=generator)
     values = torch.eye(keys_len, d_head)[None, None]  # value j = one-hot(j)
-    probabilities = attention(query, keys, values)[0, 0, :keys_len]
+    probabilities = attention(attention.project_q(query), keys, values)[0, 0, :keys_len]
     raw_scores = keys[0, 0] @ query[0, 0]
     log_ratio = probabilities.log() - probabilities.log()[0]
     scale = log_ratio[1:] / (raw_scores[1:] - raw_scores[0])
@@ -163,7 +163,7 @@ def test_sdpa_path_equals_plain_softmax_attention_with_padding_mask():
     source = torch.randn(2, 7, 32)
     pad_mask = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
     allowed = padding_to_attention_mask(pad_mask)
-    out = attention(query, *attention.project_kv(source), attn_mask=allowed)
+    out = attention(attention.project_q(query), *attention.project_kv(source), attn_mask=allowed)
     expected = reference_attention(attention, query, source, allowed[:, 0])
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
 
@@ -175,7 +175,7 @@ def test_sdpa_path_equals_plain_softmax_attention_with_causal_mask(with_padding)
     x = torch.randn(2, 6, 32)
     pad_mask = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
     allowed = padding_to_attention_mask(pad_mask) if with_padding else None
-    out = attention(x, *attention.project_kv(x), attn_mask=allowed, causal=True)
+    out = attention(*attention.project_qkv(x), attn_mask=allowed, causal=True)
     reference_mask = causal_mask(6, 6, x.device)[None]
     if with_padding:
         reference_mask = reference_mask & allowed[:, 0]
@@ -194,7 +194,7 @@ def test_last_queries_of_a_causal_sequence_match_the_full_computation():
     torch.manual_seed(15)
     attention = MultiHeadAttention(32, 4, dropout=0.0)
     x = torch.randn(1, 6, 32)
-    keys, values = attention.project_kv(x)
-    full = attention(x, keys, values, causal=True)
-    tail = attention(x[:, 4:], keys, values, causal=True)
+    queries, keys, values = attention.project_qkv(x)
+    full = attention(queries, keys, values, causal=True)
+    tail = attention(queries[:, :, 4:], keys, values, causal=True)
     torch.testing.assert_close(tail, full[:, 4:], atol=ATOL, rtol=0)

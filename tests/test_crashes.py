@@ -17,7 +17,7 @@ import torch
 from helpers import installed_script
 from toy import toy_overrides, write_toy_corpus
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, constants
 
 pytestmark = pytest.mark.slow
 SETTINGS = {
@@ -97,23 +97,23 @@ def train(corpus: Path, run_dir: Path) -> None:
 def uninterrupted(corpus, tmp_path_factory) -> dict[str, torch.Tensor]:
     run_dir = tmp_path_factory.mktemp("straight") / "run"
     train(corpus, run_dir)
-    return safetensors.torch.load_file(str(run_dir / checkpoint.WEIGHTS))
+    return safetensors.torch.load_file(str(run_dir / constants.WEIGHTS))
 
 
 def assert_readable(run_dir: Path) -> None:
     """Every checkpoint the run directory offers loads; so do the top-level files."""
     for step in checkpoint.step_dirs(run_dir):
-        safetensors.torch.load_file(str(step / checkpoint.WEIGHTS))
-        checkpoint.load_train_state(step / checkpoint.TRAIN_STATE)
-    for name in (checkpoint.WEIGHTS, checkpoint.BEST_WEIGHTS):
+        safetensors.torch.load_file(str(step / constants.WEIGHTS))
+        checkpoint.load_train_state(step / constants.TRAIN_STATE)
+    for name in (constants.WEIGHTS, constants.BEST_WEIGHTS):
         if (run_dir / name).exists():
             safetensors.torch.load_file(str(run_dir / name))
-    if (run_dir / checkpoint.TRAIN_STATE).exists():
-        checkpoint.load_train_state(run_dir / checkpoint.TRAIN_STATE)
+    if (run_dir / constants.TRAIN_STATE).exists():
+        checkpoint.load_train_state(run_dir / constants.TRAIN_STATE)
 
 
 def assert_same_weights(expected: dict, run_dir: Path) -> None:
-    resumed = safetensors.torch.load_file(str(run_dir / checkpoint.WEIGHTS))
+    resumed = safetensors.torch.load_file(str(run_dir / constants.WEIGHTS))
     assert expected.keys() == resumed.keys()
     for name in expected:
         assert torch.equal(expected[name], resumed[name]), name
@@ -157,7 +157,7 @@ def test_a_kill_inside_a_checkpoint_write_loses_nothing(
     assert checkpoint.latest_checkpoint(run_dir) is not None
     train(corpus, run_dir)  # the same command resumes
     assert_same_weights(uninterrupted, run_dir)
-    assert not list((run_dir / checkpoint.CHECKPOINTS).glob(".*"))  # no temporary left behind
+    assert not list((run_dir / constants.CHECKPOINTS).glob(".*"))  # no temporary left behind
 
 
 def test_kills_at_random_moments_then_resuming_reach_the_same_weights(
@@ -195,15 +195,15 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(corp
     assert "No space left on device" in message
     assert "the checkpoint of step 4 is intact" in message
     assert [p.name for p in checkpoint.step_dirs(run_dir)] == ["step_00000004"]
-    assert not list((run_dir / checkpoint.CHECKPOINTS).glob(".*"))  # the partial write is gone
+    assert not list((run_dir / constants.CHECKPOINTS).glob(".*"))  # the partial write is gone
     assert_readable(run_dir)
 
 
 def test_an_unwritable_run_directory_is_one_line(corpus, tmp_path):
     run_dir = tmp_path / "run"
     train(corpus, run_dir)
-    (run_dir / checkpoint.CHECKPOINTS).rename(tmp_path / "moved")
-    (run_dir / checkpoint.CHECKPOINTS).write_text("not a directory")  # mkdir fails, even as root
+    (run_dir / constants.CHECKPOINTS).rename(tmp_path / "moved")
+    (run_dir / constants.CHECKPOINTS).write_text("not a directory")  # mkdir fails, even as root
     result = subprocess.run(
         [installed_script("seq2seq-train"), *train_command(corpus, run_dir), "train.max_steps=20"],
         capture_output=True,

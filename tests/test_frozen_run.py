@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import assert_one_line_error, run_command
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, constants
 from seq2seq.translate import Translator
 
 pytestmark = pytest.mark.slow
@@ -53,9 +53,9 @@ def copy_of_frozen_run(tmp_path: Path) -> Path:
 
 def test_a_run_of_a_newer_format_is_refused(tmp_path):
     run_dir = copy_of_frozen_run(tmp_path)
-    meta = json.loads((run_dir / checkpoint.META).read_text())
+    meta = json.loads((run_dir / constants.META).read_text())
     meta["format_version"] = checkpoint.FORMAT_VERSION + 1
-    (run_dir / checkpoint.META).write_text(json.dumps(meta))
+    (run_dir / constants.META).write_text(json.dumps(meta))
     result = run_command("seq2seq-translate", f"run={run_dir}", stdin="red dog\n")
     assert_one_line_error(result, "was written by a newer seq2seq")
     assert "upgrade seq2seq" in result.stderr

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from helpers import random_tokens, tiny_model
 from torch import nn
 
-from seq2seq import inference
 from seq2seq.config import Activation, DecodeConfig, Precision
-from seq2seq.inference import LowPrecisionLinear, inference_copy, packing_works
+from seq2seq.fast import inference
+from seq2seq.fast.inference import LowPrecisionLinear, inference_copy, packing_works
 from seq2seq.translate import Translator
 
 ACTIVATIONS = {None: lambda y: y, Activation.relu: F.relu, Activation.gelu: F.gelu}

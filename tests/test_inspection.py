@@ -23,14 +23,14 @@ def test_written_out_weights_reproduce_the_sdpa_output(kind):
     attention = MultiHeadAttention(16, 4, dropout=0.0).eval()
     query = torch.randn(2, 5, 16)
     source = torch.randn(2, 7, 16) if kind == "cross" else query
-    keys, values = attention.project_kv(source)
+    queries, (keys, values) = attention.project_q(query), attention.project_kv(source)
     mask, causal = None, kind == "causal"
     if kind != "causal":
         pad = torch.zeros(2, source.shape[1], dtype=torch.bool)
         pad[1, -2:] = True
         mask = padding_to_attention_mask(pad)
-    weights = attention.attention_weights(query, keys, mask, causal)
-    expected = attention(query, keys, values, attn_mask=mask, causal=causal)
+    weights = attention.attention_weights(queries, keys, mask, causal)
+    expected = attention(queries, keys, values, attn_mask=mask, causal=causal)
     torch.testing.assert_close(attention.out_proj(merge_heads(weights @ values)), expected)
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
     if mask is not None:

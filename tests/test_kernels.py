@@ -1,4 +1,4 @@
-"""The CPU decoding kernels (`seq2seq/kernels.py`): torch.topk's values with ties to the lower
+"""The CPU decoding kernels (`seq2seq/fast/kernels.py`): torch.topk's values with ties to the lower
 index, SDPA's attention, the same translations, and a fallback to torch when they cannot be
 built."""
 
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from helpers import random_tokens, tiny_model
 
-from seq2seq import kernels
 from seq2seq.config import DecodeConfig
 from seq2seq.constants import PAD_ID
+from seq2seq.fast import kernels
 from seq2seq.search import search
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
@@ -132,6 +132,15 @@ def test_the_attention_kernel_reads_a_cache_in_place(kernel_attend):
 
 @needs_compiler
 @torch.no_grad()  # as decoding runs
+def test_the_attention_kernel_attends_in_the_dtype_of_a_float32_cache(kernel_attend):
+    q, k = heads(6, 1, torch.bfloat16, 7), heads(6, 9, torch.float32, 8)
+    out = kernel_attend(q, k, k, None, causal=True)  # the newest position: nothing to mask
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, sdpa(q.float(), k, k, None))
+
+
+@needs_compiler
+@torch.no_grad()  # as decoding runs
 def test_the_attention_kernel_gives_zeros_for_a_query_whose_keys_are_all_masked(kernel_attend):
     q, k = heads(6, 1, torch.float32, 5), heads(6, 7, torch.float32, 6)
     every_key_masked = torch.zeros(6, 1, 1, 7, dtype=torch.bool)
@@ -145,6 +154,7 @@ def test_the_attention_kernel_leaves_what_it_does_not_take_to_sdpa(kernel_attend
     assert kernel_attend(q, k, k.double(), None) is None  # mixed dtypes
     assert kernel_attend(q, k, k, torch.ones(6, 1, 2, 7, dtype=torch.bool)) is None  # mask shape
     assert kernel_attend(q, k[:3], k[:3], None) is None  # batch mismatch
+    assert kernel_attend(k, k, k, None, causal=True) is None  # several queries to mask
     with torch.enable_grad():
         assert kernel_attend(q.requires_grad_(), k, k, None) is None  # training
 
@@ -188,7 +198,7 @@ def test_without_kernels_searches_use_torch(monkeypatch, caplog):
     monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
     cache = kernels.KernelCache()
     monkeypatch.setattr(kernels, "KERNELS", cache)
-    with caplog.at_level(logging.WARNING, logger="seq2seq.kernels"):
+    with caplog.at_level(logging.WARNING, logger="seq2seq.fast.kernels"):
         assert kernels.row_topk(True, CPU) is kernels.torch_topk
         assert kernels.attention(True, CPU) is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -219,7 +229,11 @@ def test_a_build_killed_midway_does_not_leave_later_builds_waiting_forever(built
     directory = kernels.build_directory(cpp_extension.get_default_build_root())
     (directory / "lock").touch()  # as a build killed midway leaves it
     result = subprocess.run(
-        [sys.executable, "-c", "from seq2seq import kernels; assert kernels.build() is not None"],
+        [
+            sys.executable,
+            "-c",
+            "from seq2seq.fast import kernels; assert kernels.build() is not None",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -9,7 +9,7 @@ import torch
 from helpers import pad_to, random_tokens, tiny_config, tiny_model
 
 from seq2seq.constants import PAD_ID
-from seq2seq.layers import Dropout
+from seq2seq.fast import Dropout
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.model import Transformer, count_parameters
 from seq2seq.sizes import parameter_count

@@ -16,7 +16,7 @@ import torch
 from helpers import assert_one_line_error, installed_script, run_command
 from toy import toy_overrides
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, constants
 from seq2seq.errors import UserError
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def files_of(run_dir: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(run_dir)): path.read_bytes()
         for path in sorted(run_dir.rglob("*"))
-        if path.is_file() and path.name not in ("train.log", checkpoint.LOCK)
+        if path.is_file() and path.name not in ("train.log", constants.LOCK)
     }
 
 
@@ -83,8 +83,8 @@ def test_a_second_training_of_the_same_run_is_refused_naming_the_holder(toy_corp
     run_dir = tmp_path / "run"
     first = start_training(toy_corpus, run_dir)
     try:
-        wait_for(lambda: line_count(run_dir / checkpoint.METRICS) >= 2)
-        assert (run_dir / checkpoint.LOCK).read_text().strip() == str(first.pid)
+        wait_for(lambda: line_count(run_dir / constants.METRICS) >= 2)
+        assert (run_dir / constants.LOCK).read_text().strip() == str(first.pid)
         config = (run_dir / "config.yaml").read_bytes()
         second = run_command(
             "seq2seq-train", *toy_overrides(toy_corpus, run_dir, train__max_steps=3, **QUICK)
@@ -100,7 +100,7 @@ def test_a_second_training_of_the_same_run_is_refused_naming_the_holder(toy_corp
     step = int(stderr.split("interrupted at step ")[1].split(";")[0])
     assert checkpoint.latest_checkpoint(run_dir) == checkpoint.step_dir(run_dir, step)
     assert (run_dir / "config.yaml").read_bytes() == config
-    assert torch.load(run_dir / checkpoint.TRAIN_STATE, weights_only=True)["step"] == step
+    assert torch.load(run_dir / constants.TRAIN_STATE, weights_only=True)["step"] == step
     assert (run_dir / "train.log").read_text().count("run directory:") == 1
 
 
@@ -112,23 +112,23 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block_resuming(toy_corpus, tm
     finally:
         killed.kill()
         killed.wait()
-    assert (run_dir / checkpoint.LOCK).read_text().strip() == str(killed.pid)
+    assert (run_dir / constants.LOCK).read_text().strip() == str(killed.pid)
     step = int(checkpoint.latest_checkpoint(run_dir).name.split("_")[1])
     result = run_command("seq2seq-train", f"run_dir={run_dir}", f"train.max_steps={step + 1}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert torch.load(run_dir / checkpoint.TRAIN_STATE, weights_only=True)["step"] == step + 1
+    assert torch.load(run_dir / constants.TRAIN_STATE, weights_only=True)["step"] == step + 1
 
 
 # --------------------------------------------------------------------------- meta.json
 
 
 def test_resuming_without_meta_json_writes_it_again_and_the_run_translates(run_copy):
-    expected = json.loads((run_copy / checkpoint.META).read_text())["tokenizer_sha256"]
-    (run_copy / checkpoint.META).unlink()
+    expected = json.loads((run_copy / constants.META).read_text())["tokenizer_sha256"]
+    (run_copy / constants.META).unlink()
     result = run_command("seq2seq-train", f"run_dir={run_copy}", "train.max_steps=5")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"{checkpoint.META} was missing" in result.stderr
-    meta = json.loads((run_copy / checkpoint.META).read_text())
+    assert f"{constants.META} was missing" in result.stderr
+    meta = json.loads((run_copy / constants.META).read_text())
     assert meta["tokenizer_sha256"] == expected
     assert meta["format_version"] == checkpoint.FORMAT_VERSION
     translated = run_command("seq2seq-translate", f"run={run_copy}", stdin="red dog\n")
@@ -146,7 +146,7 @@ def records(path: Path) -> list[dict]:
 
 
 def test_reading_metrics_skips_only_a_torn_last_line(tmp_path, caplog):
-    path = tmp_path / checkpoint.METRICS
+    path = tmp_path / constants.METRICS
     whole = [{"kind": "train", "step": 1, "loss": 2.5}, {"kind": "valid", "step": 1}]
     path.write_text("".join(json.dumps(r) + "\n" for r in whole) + "\n" + TORN)
     assert checkpoint.read_metrics(path) == whole
@@ -158,7 +158,7 @@ def test_reading_metrics_skips_only_a_torn_last_line(tmp_path, caplog):
 
 def test_plot_skips_a_torn_last_metrics_line_with_a_warning(run_copy, tmp_path):
     pytest.importorskip("matplotlib")
-    metrics = run_copy / checkpoint.METRICS
+    metrics = run_copy / constants.METRICS
     metrics.write_text(metrics.read_text() + TORN)
     before = metrics.read_bytes()
     out = tmp_path / "curves.png"
@@ -170,7 +170,7 @@ def test_plot_skips_a_torn_last_metrics_line_with_a_warning(run_copy, tmp_path):
 
 
 def test_resume_drops_a_torn_last_metrics_line(run_copy):
-    metrics = run_copy / checkpoint.METRICS
+    metrics = run_copy / constants.METRICS
     metrics.write_text(metrics.read_text() + TORN)
     result = run_command("seq2seq-train", f"run_dir={run_copy}", "train.max_steps=6")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -180,7 +180,7 @@ def test_resume_drops_a_torn_last_metrics_line(run_copy):
 
 @pytest.mark.parametrize("command", ["seq2seq-plot", "seq2seq-train"])
 def test_a_malformed_metrics_line_before_the_last_is_one_line(run_copy, command):
-    metrics = run_copy / checkpoint.METRICS
+    metrics = run_copy / constants.METRICS
     lines = metrics.read_text().splitlines(keepends=True)
     metrics.write_text("".join([lines[0], "not json\n", *lines[1:]]))
     before = files_of(run_copy)

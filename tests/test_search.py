@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 import torch
 from helpers import pad_to, random_tokens, tiny_model
 
+from seq2seq.cache import Attend
 from seq2seq.config import DecodeConfig
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
-from seq2seq.kernels import torch_topk
+from seq2seq.fast.kernels import torch_topk
 from seq2seq.layers import padding_to_attention_mask
+from seq2seq.model import Transformer
 from seq2seq.search import (
     Hypothesis,
     NextToken,
@@ -29,35 +32,48 @@ VOCAB = 8
 RARE = 1e-12  # probability of every token a script does not name
 
 
+Script = Callable[[int, tuple[int, ...]], dict[int, float]]
+
+
 class ScriptedCache:
     """Per row: which sentence it belongs to and the tokens fed so far."""
 
     def __init__(self, batch: int) -> None:
         self.sentences = list(range(batch))
         self.prefixes: list[list[int]] = [[] for _ in range(batch)]
+        self.attend: Attend | None = None  # set by the search, unused
 
     def reorder(self, index: torch.Tensor, group_size: int | None = None) -> None:
         self.sentences = [self.sentences[i] for i in index.tolist()]
         self.prefixes = [list(self.prefixes[i]) for i in index.tolist()]
 
 
+@dataclass
+class ScriptedConfig:
+    max_positions: int
+
+
 class ScriptedModel:
     """A decoder whose next-token distribution is a fixed table: script(sentence, prefix)
     returns {token: probability} for the output prefix (bos excluded)."""
 
-    def __init__(self, script, max_positions: int = 64) -> None:
+    def __init__(self, script: Script, max_positions: int = 64) -> None:
         self.script = script
-        self.cfg = SimpleNamespace(max_positions=max_positions)
+        self.cfg = ScriptedConfig(max_positions)
         self.rows_per_step: list[int] = []
+        self.encoded: list[torch.Size] = []  # the shape of each batch encoded
         self.output_projection = torch.nn.Identity()  # decode_step's "hidden" are the logits
 
-    def encode(self, src, src_pad_mask):
+    def encode(self, src: torch.Tensor, src_pad_mask: torch.Tensor) -> torch.Tensor:
+        self.encoded.append(src.shape)
         return src
 
-    def init_cache(self, memory, src_pad_mask):
+    def init_cache(self, memory: torch.Tensor, src_pad_mask: torch.Tensor) -> ScriptedCache:
         return ScriptedCache(memory.shape[0])
 
-    def decode_step(self, tokens, cache, project=True):
+    def decode_step(
+        self, tokens: torch.Tensor, cache: ScriptedCache, project: bool = True
+    ) -> torch.Tensor:
         self.rows_per_step.append(len(tokens))
         logits = torch.full((len(tokens), VOCAB), math.log(RARE))
         for row, token in enumerate(tokens.tolist()):
@@ -179,15 +195,13 @@ def test_the_length_limit_grows_with_the_source():
 
 def test_the_encoder_runs_once_per_batch():
     model = ScriptedModel(short_or_long)
-    calls = []
-    model.encode = lambda src, mask: calls.append(src.shape) or src
     beam_search(
         model,
         torch.full((3, 4), 7),
         torch.zeros(3, 4, dtype=torch.bool),
         DecodeConfig(strategy="beam", beam=2),
     )
-    assert calls == [(3, 4)]
+    assert model.encoded == [(3, 4)]
 
 
 def test_no_repeat_ngram_blocks_repeats():
@@ -255,11 +269,12 @@ def test_cached_greedy_equals_recomputing_the_whole_prefix():
 class RecomputingCache:
     """Each row's encoder output, source mask and target prefix: no keys or values."""
 
-    def __init__(self, memory, src_pad_mask) -> None:
+    def __init__(self, memory: torch.Tensor, src_pad_mask: torch.Tensor) -> None:
         self.memory, self.src_pad_mask = memory, src_pad_mask
         self.prefixes = torch.zeros(len(memory), 0, dtype=torch.long)
+        self.attend: Attend | None = None  # set by the search, unused
 
-    def reorder(self, index, group_size=None) -> None:
+    def reorder(self, index: torch.Tensor, group_size: int | None = None) -> None:
         self.memory, self.src_pad_mask = self.memory[index], self.src_pad_mask[index]
         self.prefixes = self.prefixes[index]
 
@@ -268,17 +283,19 @@ class Recomputing:
     """The model without its cache: every step runs the whole decoder over the whole prefix,
     which is what cached decoding must equal."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model: Transformer) -> None:
         self.model, self.cfg = model, model.cfg
         self.output_projection = model.output_projection
 
-    def encode(self, src, src_pad_mask):
+    def encode(self, src: torch.Tensor, src_pad_mask: torch.Tensor) -> torch.Tensor:
         return self.model.encode(src, src_pad_mask)
 
-    def init_cache(self, memory, src_pad_mask):
+    def init_cache(self, memory: torch.Tensor, src_pad_mask: torch.Tensor) -> RecomputingCache:
         return RecomputingCache(memory, src_pad_mask)
 
-    def decode_step(self, tokens, cache, project=True):
+    def decode_step(
+        self, tokens: torch.Tensor, cache: RecomputingCache, project: bool = True
+    ) -> torch.Tensor:
         cache.prefixes = torch.cat([cache.prefixes, tokens[:, None]], dim=1)
         attn_mask = padding_to_attention_mask(cache.src_pad_mask)
         hidden = self.model.decoder(cache.prefixes, cache.memory, attn_mask)[:, -1]

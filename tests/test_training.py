@@ -17,7 +17,7 @@ import torch
 from helpers import installed_script
 from toy import toy_overrides, write_toy_corpus
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, constants
 
 pytestmark = pytest.mark.slow
 QUICK = {"train__valid_bleu": False, "train__test_at_end": False}
@@ -212,7 +212,7 @@ def test_average_of_checkpoints_is_their_mean(finished_run, tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    first, second = (weights(p / checkpoint.WEIGHTS) for p in checkpoint.step_dirs(finished_run))
+    first, second = (weights(p / constants.WEIGHTS) for p in checkpoint.step_dirs(finished_run))
     averaged = weights(out)
     for name in first:
         torch.testing.assert_close(averaged[name], (first[name] + second[name]) / 2)
@@ -304,5 +304,5 @@ def test_bf16_autocast_training_learns_and_saves_float32_weights(corpus, tmp_pat
     )
     train = metrics(run_dir, "train")
     assert train[-1]["loss"] < 0.8 * train[0]["loss"]
-    saved = weights(run_dir / checkpoint.WEIGHTS)
+    saved = weights(run_dir / constants.WEIGHTS)
     assert {t.dtype for t in saved.values()} == {torch.float32}

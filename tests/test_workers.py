@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from seq2seq.workers import map_in_threads, map_in_workers
+from seq2seq.fast.workers import map_in_threads, map_in_workers
 
 
 def test_results_come_in_order_and_errors_reach_the_caller():

@@ -7,8 +7,8 @@
 // value above it is inserted into a sorted list of k. Ties go to the lower index (torch leaves
 // their order unspecified); NaN counts as the largest value, as in torch.topk.
 //
-// Built on first use by `seq2seq/kernels.py` (torch.utils.cpp_extension); without a compiler
-// the toolkit falls back to torch.topk.
+// Built on first use by `seq2seq/fast/kernels.py` (torch.utils.cpp_extension); without a
+// compiler the toolkit falls back to torch.topk.
 
 #include <ATen/Parallel.h>
 #include "kernels.h"

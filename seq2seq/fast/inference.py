@@ -1,14 +1,13 @@
-"""The model a translator decodes with: a copy of the trained model whose weights are prepared
-once for inference, so that no decoding step pays for it again.
+"""The model a translator decodes with in bf16/fp16: a copy of the trained model whose weights
+are prepared once for inference, so that no decoding step pays for it again.
 
-- Low precision (bf16/fp16): the linear layers hold `dtype` weights and cast their inputs to
-  `dtype`; everything else stays float32. Without autocast this computes exactly what autocast
-  computes on the float32 model (tested), minus autocast's casting of every weight at every
-  call: a model's worth of copying per batch, and per step for the output layer.
-- On CPU the `dtype` weights are also packed once into oneDNN's blocked layout: PyTorch's bf16
-  `F.linear` re-lays the weight out at every call, a large part of a product at the decoder's
-  row counts (docs/benchmarks.md). The results are bit-identical (tested); a ReLU is fused
-  into the feed-forward's first product.
+- The linear layers hold `dtype` weights and cast their inputs to `dtype`; everything else
+  stays float32. Without autocast this computes exactly what autocast computes on the float32
+  model (tested), without autocast's casting of every weight at every call.
+- On CPU the `dtype` weights are also packed once into oneDNN's blocked layout, which
+  PyTorch's bf16 `F.linear` would redo at every call. The results are bit-identical (tested);
+  a ReLU is fused into the feed-forward's first product.
+- Self-attention computes its queries, keys and values in one stacked product (`qkv_proj`).
 - The output layer keeps its float32 weight next to the `dtype` copy (`TwoPrecisionLinear`):
   the search re-scores its top candidates with it (`search.NextToken.top`).
 

@@ -1,19 +1,16 @@
-"""Two small C++ kernels for decoding on CPU, where PyTorch's general ones spend most of their
-time in set-up on the small shapes of a decoding step (`decode.kernels=true`, the default).
+"""Two small C++ kernels for decoding on CPU (`decode.kernels=true`, the default), where
+PyTorch's general ones spend most of their time in set-up on the small shapes of a step.
 
-- `row_topk` (csrc/row_topk.cpp): the best k values of each row, as `torch.topk` returns them.
-  Beam search selects 2 x beam of 8,000+ log-probabilities per row at every step; torch's CPU
-  top-k copies every row into (value, index) pairs first, the kernel scans each row once, 16
-  values per AVX-512 comparison. Same values; among equal values the lower index comes first
-  (torch leaves that order unspecified).
+- `row_topk` (csrc/row_topk.cpp): the best k values of each row, as `torch.topk` returns them;
+  among equal values the lower index comes first (torch leaves that order unspecified).
 - `attend` (csrc/attention.cpp): attention for cached decoding, a few queries per (row, head)
-  against a few dozen keys, one small loop nest each. Same results up to float rounding.
+  against a few dozen keys. Same results as `MultiHeadAttention.attention` up to float
+  rounding.
 
-What they gain is measured in docs/benchmarks.md. They are compiled for this machine on first
-use (`torch.utils.cpp_extension`: the system's C++ compiler and the `ninja` package, ~30 s
-once, then cached in torch's extension directory). Where that fails, one warning, and decoding
-uses `torch.topk` and `scaled_dot_product_attention` as with `decode.kernels=false`; other
-devices always do.
+They are compiled for this machine on first use (`torch.utils.cpp_extension`: the system's C++
+compiler and the `ninja` package; then cached in torch's extension directory). Where that
+fails, one warning, and decoding uses `torch.topk` and the model's attention as with
+`decode.kernels=false`; other devices always do.
 """
 
 from __future__ import annotations
@@ -171,11 +168,17 @@ def attention(enabled: bool, device: torch.device) -> Attend | None:
     if module is None:
         return None
 
-    def kernel_attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None):
+    def kernel_attend(
+        q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None, causal: bool = False
+    ) -> Tensor | None:
         """softmax(q k^T / sqrt(d_head) + mask) v: q (batch, heads, q_len, d_head), keys and
-        values (batch, heads, k_len, d_head), mask True = attend -> (batch, q_len, d_model);
-        None unless CPU, no gradient, one dtype of float32/bf16, d_head <= 256 and a mask of
-        shape (batch or 1, 1, 1, k_len)."""
+        values (batch, heads, k_len, d_head), mask True = attend -> (batch, q_len, d_model),
+        computed in the keys' dtype; None unless CPU, no gradient, one dtype of float32/bf16
+        for keys and values, d_head <= 256, a mask of shape (batch or 1, 1, 1, k_len), and
+        no causal mask to apply (causal with a single query, the newest position, is none)."""
+        if causal and q.shape[2] > 1:
+            return None
+        q = q.to(keys.dtype)  # a float32 cache: attend in its dtype
         batch, _, _, d_head = q.shape
         fits = (
             q.device.type == keys.device.type == values.device.type == "cpu"

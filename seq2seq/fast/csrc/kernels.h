@@ -1,4 +1,4 @@
-// The CPU kernels of `seq2seq/kernels.py`, bound to Python in bindings.cpp.
+// The CPU kernels of `seq2seq/fast/kernels.py`, bound to Python in bindings.cpp.
 #pragma once
 
 #include <torch/extension.h>
