@@ -62,7 +62,7 @@ class LayerCache:
         self.buffers[0][: self.rows, :, self.length : end] = keys
         self.buffers[1][: self.rows, :, self.length : end] = values
         self.length = end
-        return self.self_keys, self.self_values
+        return self.buffers[0][: self.rows, :, :end], self.buffers[1][: self.rows, :, :end]
 
     def grow(self, like: Tensor, needed: int) -> None:
         rows, heads, _, d_head = like.shape

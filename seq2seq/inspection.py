@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from torch import Tensor
 from seq2seq.constants import BOS_ID, EOS_ID
 from seq2seq.errors import UserError
 from seq2seq.files import make_directory, read_lines
-from seq2seq.layers import MultiHeadAttention
+from seq2seq.layers import DecoderLayer, EncoderLayer, MultiHeadAttention
 from seq2seq.model import Transformer
 
 if TYPE_CHECKING:
@@ -42,10 +42,12 @@ def attention_maps(model: Transformer, source: list[int], target: list[int]) -> 
     model.eval()
     recorded: dict[str, list[Tensor]] = {"encoder": [], "decoder": [], "cross": []}
     handles = []
+    encoder_layers = cast(list[EncoderLayer], model.encoder.layers)
+    decoder_layers = cast(list[DecoderLayer], model.decoder.layers)
     for kind, modules in (
-        ("encoder", [layer.self_attn for layer in model.encoder.layers]),
-        ("decoder", [layer.self_attn for layer in model.decoder.layers]),
-        ("cross", [layer.cross_attn for layer in model.decoder.layers]),
+        ("encoder", [layer.self_attn for layer in encoder_layers]),
+        ("decoder", [layer.self_attn for layer in decoder_layers]),
+        ("cross", [layer.cross_attn for layer in decoder_layers]),
     ):
         for module in modules:
             handles.append(module.register_forward_hook(recorder(recorded[kind]), with_kwargs=True))
@@ -85,6 +87,7 @@ def chosen_sentences(text: str | None, input_path: str | None, lines: str) -> li
     if not first.isdigit() or not (last or first).isdigit() or int(first) < 1:
         raise UserError(f"lines must look like 3 or 1-5 (1-based), got '{lines}'")
     start, stop = int(first), int(last or first)
+    assert input_path is not None  # exactly one of text and input_path was given
     chosen = [
         line for number, line in enumerate(read_lines(input_path), 1) if start <= number <= stop
     ]

@@ -192,6 +192,8 @@ class SinusoidalPositions(nn.Module):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(max_positions, d_model), persistent=False)
 
+    table: Tensor  # (max_positions, d_model), a buffer
+
     def forward(self, length: int, offset: int = 0) -> Tensor:
         """Encodings of positions offset..offset+length-1: (length, d_model)."""
         check_position_range(length, offset, self.table.shape[0])
@@ -313,6 +315,7 @@ class DecoderLayer(nn.Module):
 
         def cross_attention(h: Tensor) -> Tensor:
             if state is None:
+                assert memory is not None, "cross-attention needs the encoder's output"
                 keys, values = self.cross_attn.project_kv(memory)
             else:
                 keys, values = state.cross_keys, state.cross_values

@@ -19,6 +19,7 @@ Parameter names are stable (the checkpoint format and exporters rely on them) an
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -162,10 +163,10 @@ class Transformer(nn.Module):
         """Start incremental decoding: cross-attention keys/values computed once per source.
         On CPU the self-attention keys/values are kept in float32 (see `LayerCache`)."""
         self_dtype = torch.float32 if memory.device.type == "cpu" else None
-        layers = [
-            LayerCache(*layer.cross_attn.project_kv(memory), self_dtype=self_dtype)
-            for layer in self.decoder.layers
-        ]
+        layers = []
+        for layer in cast(list[DecoderLayer], self.decoder.layers):
+            keys, values = layer.cross_attn.project_kv(memory)
+            layers.append(LayerCache(keys, values, self_dtype=self_dtype))
         return DecoderCache(layers, padding_to_attention_mask(src_pad_mask))
 
     def decode_step(self, tokens: Tensor, cache: DecoderCache, project: bool = True) -> Tensor:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,7 @@ def constrain(logits: Tensor, step: int, at_limit: Tensor, cfg: DecodeConfig) ->
     eos = None if limit is None else logits[limit, EOS_ID]  # a copy, before min_len acts
     if step < cfg.min_len:
         logits[:, EOS_ID] = float("-inf")
-    if limit is not None:  # at the length limit only eos is allowed, whatever min_len says
+    if limit is not None and eos is not None:  # at the limit only eos, whatever min_len says
         logits[limit] = float("-inf")
         logits[limit, EOS_ID] = eos
     return logits
@@ -118,7 +119,9 @@ class NextToken:
         top_log_probs, top_tokens = self.select(self.log_probs, k)
         if self.logits.dtype == torch.float32:
             return top_log_probs, top_tokens
-        weights = F.embedding(top_tokens, self.output_layer.weight.float())  # (rows, k, d_model)
+        weights = F.embedding(
+            top_tokens, cast(Tensor, self.output_layer.weight).float()
+        )  # (rows, k, d_model)
         with autocast_off(self.hidden.device.type):  # exact: float32
             exact = torch.linalg.vecdot(weights, self.hidden.float()[:, None, :])  # (rows, k)
         shift = exact - self.logits.gather(1, top_tokens).float()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -178,7 +179,7 @@ class Trainer:
             batch = batch.to(self.device, non_blocking=True)
             last = i == len(batches) - 1
             no_sync = (
-                self.network.no_sync()
+                cast(DistributedDataParallel, self.network).no_sync()
                 if self.world.world_size > 1 and not last
                 else contextlib.nullcontext()
             )

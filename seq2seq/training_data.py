@@ -5,6 +5,7 @@ sizes fitted to the tokenizer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, train_text: datasets.Dataset) 
         cfg.tokenizer.vocab_size,
         len(train_text),
     )
-    texts = {"src": iter_texts(train_text, "src"), "tgt": iter_texts(train_text, "tgt")}
+    texts: dict[str, Iterable[str]] = {
+        side: iter_texts(train_text, side) for side in ("src", "tgt")
+    }
     return Tokenizer.train(cfg.tokenizer, texts, run_dir)
 
 

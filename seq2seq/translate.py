@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from seq2seq import checkpoint, constants
 from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
-from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config
+from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config, to_dataclass
 from seq2seq.constants import EOS_ID, PAD_ID
 from seq2seq.devices import resolve_device
 from seq2seq.errors import UserError
@@ -60,7 +59,7 @@ def load_run_config(run_dir: Path) -> Config:
     path = run_dir / constants.CONFIG
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory: config.yaml is missing")
-    return OmegaConf.to_object(load_saved_config(path))
+    return to_dataclass(load_saved_config(path), Config)
 
 
 def weights_path(run_dir: Path, which: str) -> Path:
@@ -82,7 +81,7 @@ class Translator:
         tokenizer: Tokenizer,
         decode: DecodeConfig,
         device: torch.device | str = "cpu",
-        precision: Precision = Precision.fp32,
+        precision: str | Precision = Precision.fp32,
     ) -> None:
         self.device = torch.device(device)
         self.precision = parse_precision(precision, self.device)

@@ -33,7 +33,9 @@ def inference_copy(model: Transformer, dtype: torch.dtype) -> Transformer:
     prepared = copy.deepcopy(model).eval()
     pack = model.output_projection.weight.device.type == "cpu" and packing_works(dtype)
     for ffn in [m for m in prepared.modules() if isinstance(m, FeedForward)]:
-        ffn.fc1 = LowPrecisionLinear(ffn.fc1, dtype, pack, prepared.cfg.activation)
+        ffn.fc1 = LowPrecisionLinear(  # type: ignore[assignment]  # a drop-in Linear
+            ffn.fc1, dtype, pack, prepared.cfg.activation
+        )
         ffn.activation = nn.Identity()  # now part of fc1
     for layer in [*prepared.encoder.layers, *prepared.decoder.layers]:
         layer.self_attn.qkv_proj = LowPrecisionLinear(stacked_qkv(layer.self_attn), dtype, pack)
@@ -41,7 +43,9 @@ def inference_copy(model: Transformer, dtype: torch.dtype) -> Transformer:
         for name, child in parent.named_children():
             if type(child) is nn.Linear and child is not prepared.output_projection:
                 setattr(parent, name, LowPrecisionLinear(child, dtype, pack))
-    prepared.output_projection = TwoPrecisionLinear(prepared.output_projection, dtype, pack)
+    prepared.output_projection = TwoPrecisionLinear(  # type: ignore[assignment]  # a drop-in Linear
+        prepared.output_projection, dtype, pack
+    )
     return prepared
 
 
