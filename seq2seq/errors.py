@@ -7,3 +7,12 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An invalid configuration value or combination of values."""
+
+
+class DamagedFileError(UserError):
+    """A file of a run directory that does not hold what seq2seq wrote there."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(
+            f"{path} is invalid or damaged: {problem}; restore it from a copy of the run"
+        )

@@ -628,12 +628,14 @@ def train(cfg: Config, run_dir: Path, choices: dict[str, str] | None = None) -> 
         dist.barrier()  # rank 0 trained the tokenizer and filled the encoding cache
         if not world.is_main:
             tokenizer, data = prepare_data(cfg, run_dir)
+    latest = checkpoint.latest_checkpoint(run_dir)
+    if latest is not None:  # resuming: the saved model's vocabularies must be the tokenizer's
+        tokenizer.check_fits(cfg.model)
     fit_vocabulary(cfg, tokenizer)
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)  # the same initial weights in every process
     torch.manual_seed(cfg.train.seed + world.rank)  # each process its own dropout stream
     trainer = Trainer(cfg, run_dir, model, tokenizer, data, device, world)
-    latest = checkpoint.latest_checkpoint(run_dir)
     if latest is not None:
         checkpoint.load_weights(model, latest / checkpoint.WEIGHTS)
         trainer.load_train_state(checkpoint.load_train_state(latest / checkpoint.TRAIN_STATE))

@@ -38,9 +38,9 @@ class Translation:
 
 
 def load_run_config(run_dir: Path) -> Config:
-    path = run_dir / "config.yaml"
+    path = run_dir / checkpoint.CONFIG
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a run directory: config.yaml is missing")
+        raise UserError(f"{run_dir} is not a run directory: {checkpoint.CONFIG} is missing")
     return OmegaConf.to_object(load_saved_config(path))
 
 
@@ -49,7 +49,7 @@ def weights_path(run_dir: Path, which: str) -> Path:
     named = {
         "best": checkpoint.BEST_WEIGHTS,
         "last": checkpoint.WEIGHTS,
-        "average": "model.avg.safetensors",
+        "average": checkpoint.AVERAGE_WEIGHTS,
     }
     return run_dir / named[which] if which in named else Path(which)
 
@@ -126,6 +126,7 @@ class Translator:
                 f"the tokenizer in {run_dir} is not the one this model was trained "
                 "with (SHA-256 differs from meta.json)"
             )
+        tokenizer.check_fits(config.model)
         model = Transformer(config.model)
         checkpoint.load_weights(model, weights_path(run_dir, checkpoint_name))
         return cls(model, tokenizer, decode or config.decode, resolve_device(device), precision)
