@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 import seq2seq
-from seq2seq.constants import (  # the run directory's file names, for users of this module too
+from seq2seq.constants import (
     BEST_WEIGHTS,
     CHECKPOINTS,
     LOCK,
@@ -33,17 +33,23 @@ from seq2seq.constants import (  # the run directory's file names, for users of 
     TRAIN_STATE,
     WEIGHTS,
 )
-from seq2seq.errors import UserError
+from seq2seq.errors import DamagedFileError, UserError
+from seq2seq.files import write_atomically
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+AVERAGED = "averaged"  # the metadata key of averaged weights: how many checkpoints
+# the type of each field of meta.json, and its name in JSON
+META_FIELDS = {
+    "format_version": (int, "an integer"),
+    "tokenizer_sha256": (dict, "an object"),
+    "choices": (dict, "an object"),
+}
 
 
 def write_json_atomically(path: Path, value: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
 def write_meta(
@@ -61,11 +67,27 @@ def write_meta(
     )
 
 
+def read_json_object(path: Path) -> dict:
+    """The JSON object a run file holds; anything else is a damaged file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DamagedFileError(path, "it is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise DamagedFileError(path, f"it is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise DamagedFileError(path, f"it holds {json.dumps(value)[:40]}, not a JSON object")
+    return value
+
+
 def read_meta(run_dir: Path) -> dict:
     path = run_dir / META
     if not path.is_file():
         raise UserError(f"{run_dir} is not a seq2seq run directory ({META} is missing)")
-    meta = json.loads(path.read_text())
+    meta = read_json_object(path)
+    for key, (kind, name) in META_FIELDS.items():
+        if key in meta and type(meta[key]) is not kind:
+            raise DamagedFileError(path, f"{key} must be {name}, got {json.dumps(meta[key])}")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(
             f"{run_dir} was written by a newer seq2seq (format "
@@ -242,15 +264,26 @@ def load_train_state(path: Path) -> dict:
         raise UserError(f"cannot load {path} safely: {str(error).splitlines()[0]}") from None
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights into `model`, naming every missing, unexpected or
-    mis-shaped tensor."""
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing or unreadable one is a one-line error."""
     if not path.is_file():
         raise UserError(f"weights file {path} not found")
     try:
-        state = safetensors.torch.load_file(str(path), device="cpu")
+        return safetensors.torch.load_file(str(path), device="cpu")
     except Exception as error:
         raise UserError(f"cannot read weights {path}: {error}") from None
+
+
+def first_few(items: list[str], shown: int = 3) -> str:
+    """The first `shown` items and a count of the others: a line that stays short."""
+    more = f"; ... and {len(items) - shown} more" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into `model`, naming the first missing, unexpected or
+    mis-shaped tensors and counting the others."""
+    state = read_weights(path)
     expected = model.state_dict()
     mismatched = [
         f"{name} {tuple(state[name].shape)} != {tuple(tensor.shape)}"
@@ -258,17 +291,17 @@ def load_weights(model: nn.Module, path: Path) -> None:
         if name in state and state[name].shape != tensor.shape
     ]
     if mismatched:
-        shown = "; ".join(mismatched[:6])
-        more = f"; and {len(mismatched) - 6} more" if len(mismatched) > 6 else ""
         raise UserError(
-            f"{path} does not fit this model (its shape != the config's): {shown}{more}"
+            f"{path} does not fit this model (its shape != the config's): {first_few(mismatched)}"
         )
     missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"{path} does not fit this model: missing {sorted(missing)}, "
-            f"unexpected {sorted(unexpected)}"
-        )
+    problems = [
+        f"{len(names)} {kind} ({first_few(sorted(names))})"
+        for kind, names in (("missing", missing), ("unexpected", unexpected))
+        if names
+    ]
+    if problems:
+        raise UserError(f"{path} does not fit this model: tensors {', '.join(problems)}")
 
 
 def average_checkpoints(paths: list[Path], output: Path) -> None:
@@ -277,13 +310,36 @@ def average_checkpoints(paths: list[Path], output: Path) -> None:
         raise UserError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
     for path in paths:
-        for name, tensor in safetensors.torch.load_file(str(path)).items():
+        for name, tensor in read_weights(path).items():
             total[name] = total.get(name, 0) + tensor.double()
     averaged = {name: (tensor / len(paths)).float().contiguous() for name, tensor in total.items()}
-    temporary = output.with_name(f".{output.name}.tmp")
-    safetensors.torch.save_file(
-        averaged,
-        str(temporary),
-        metadata={"format_version": str(FORMAT_VERSION), "averaged": str(len(paths))},
-    )
-    os.replace(temporary, output)
+    metadata = {"format_version": str(FORMAT_VERSION), AVERAGED: str(len(paths))}
+    try:
+        write_atomically(output, safetensors.torch.save(averaged, metadata=metadata))
+    except OSError as error:
+        raise UserError(f"cannot write {output}: {error.strerror or error}") from None
+
+
+def holds_averaged_weights(path: Path) -> bool:
+    """Whether `path` is a safetensors file that `average_checkpoints` wrote."""
+    try:
+        with safetensors.safe_open(str(path), "pt") as weights:
+            return AVERAGED in (weights.metadata() or {})
+    except Exception:  # not safetensors at all: a directory, a config, a damaged file
+        return False
+
+
+def check_average_output(output: Path) -> None:
+    """`out=` of seq2seq-average must be a new .safetensors file or averaged weights to replace,
+    never another file (a run's config, tokenizer, checkpoint weights, training state)."""
+    if output.is_dir():
+        raise UserError(f"out={output} is a directory; give a file name ending in .safetensors")
+    if output.suffix != ".safetensors":
+        raise UserError(f"out={output} must be a file name ending in .safetensors")
+    if not output.parent.is_dir():
+        raise UserError(f"cannot write {output}: directory {output.parent} does not exist")
+    if output.exists() and not holds_averaged_weights(output):
+        raise UserError(
+            f"out={output} exists and does not hold averaged weights: it is not overwritten; "
+            "choose a new file name"
+        )

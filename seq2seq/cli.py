@@ -178,6 +178,7 @@ def average_main() -> None:
         if not paths:
             raise UserError(f"no checkpoints in {run_dir / constants.CHECKPOINTS}")
         out = run_dir / constants.AVERAGE_WEIGHTS if args["out"] == "-" else Path(args["out"])
+        checkpoint.check_average_output(out)
         checkpoint.average_checkpoints(paths, out)
         print(
             f"averaged {len(paths)} checkpoints ({paths[0].parent.name} .. "
@@ -274,15 +275,25 @@ def evaluate_main() -> None:
 # --------------------------------------------------------------------------- seq2seq-export
 
 
-EXPORT_ARGS = {"run": "", "to": "hf", "out": "", "checkpoint": "best", "quantization": "float32"}
+EXPORT_ARGS = {
+    "run": "",
+    "to": "hf",
+    "out": "",
+    "checkpoint": "best",
+    "quantization": "float32",
+    "overwrite": "false",
+}
 EXPORT_FORMATS = {"hf": "Hugging Face MarianMTModel", "ct2": "CTranslate2"}
 
 
 def export_main() -> None:
     """seq2seq-export run=<run dir> to=hf|ct2 out=<dir> [checkpoint=best|last|average|<file>]
-    [quantization=float32|int8|... (ct2 only)]"""
+    [quantization=float32|int8|... (ct2 only)] [overwrite=false]: `out` is a new or empty
+    directory outside the run; overwrite=true replaces the files the export writes in a
+    non-empty one (other files stay)."""
 
     def job() -> None:
+        from seq2seq.export_output import check_export_output
         from seq2seq.translate import Translator
 
         args = parse_key_values(sys.argv[1:], EXPORT_ARGS)
@@ -292,8 +303,9 @@ def export_main() -> None:
             )
         if args["to"] == "hf" and args["quantization"] != "float32":
             raise UserError("quantization=... applies to to=ct2 only")
-        translator = Translator.from_run(Path(args["run"]), args["checkpoint"], "cpu")
         out = Path(args["out"])
+        check_export_output(Path(args["run"]), out, parse_bool(args, "overwrite"))
+        translator = Translator.from_run(Path(args["run"]), args["checkpoint"], "cpu")
         if args["to"] == "hf":
             from seq2seq.export import export_hf
 

@@ -15,11 +15,12 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.constants import PAD_ID
-from seq2seq.errors import ConfigError, first_line
+from seq2seq.errors import ConfigError, DamagedFileError, first_line
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -403,10 +404,33 @@ def schema_keys(node: type, prefix: str = "") -> list[str]:
     return keys
 
 
+def read_saved_settings(path: Path) -> dict:
+    """The settings a run's config.yaml holds, read as plain YAML data: a tag such as
+    `!!python/object` is an error, never an object that gets built."""
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DamagedFileError(path, "it is not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        raise DamagedFileError(path, f"it is not valid YAML ({yaml_problem(error)})") from None
+    if saved is None:
+        raise DamagedFileError(path, "it is empty")
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise DamagedFileError(path, "it is not a mapping of settings with a model section")
+    return saved
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """`<what> on line N` for a YAML error, in one line."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" on line {mark.line + 1}" if mark is not None else ""
+    return f"{getattr(error, 'problem', None) or error}{where}"
+
+
 def load_saved_config(path: Path) -> DictConfig:
     """A run's config.yaml, typed by the schema. Keys this version does not know (written by
     another version of seq2seq) are dropped with a warning rather than refusing the run."""
-    saved = OmegaConf.to_container(OmegaConf.load(path))
+    saved = read_saved_settings(path)
     known = set(schema_keys(Config))
     dropped = []
     for group, values in list(saved.items()):

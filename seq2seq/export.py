@@ -30,6 +30,7 @@ from torch import Tensor
 from seq2seq.config import Activation, ModelConfig, NormPlacement, Positions, TieEmbeddings
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from seq2seq.errors import UserError
+from seq2seq.export_output import write_export
 from seq2seq.layers import sinusoidal_table
 from seq2seq.model import Transformer
 from seq2seq.tokenizer import Tokenizer
@@ -154,13 +155,17 @@ def write_marian_tokenizer(tokenizer: Tokenizer, out_dir: Path) -> None:
 
 
 def export_hf(model: Transformer, tokenizer: Tokenizer, out_dir: Path) -> None:
-    """Write `save_pretrained` directories of the model and its tokenizer into `out_dir`."""
+    """Write `save_pretrained` directories of the model and its tokenizer into `out_dir`
+    (files of `out_dir` that the export does not write stay)."""
     if not tokenizer.joint:
         raise UserError(
             "this model cannot be exported to Marian: it needs a joint tokenizer "
             "(tokenizer.joint=true)"
         )
     marian = to_marian(model)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    marian.save_pretrained(str(out_dir))
-    write_marian_tokenizer(tokenizer, out_dir)
+
+    def write(directory: Path) -> None:
+        marian.save_pretrained(str(directory))
+        write_marian_tokenizer(tokenizer, directory)
+
+    write_export(out_dir, write)

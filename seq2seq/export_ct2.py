@@ -21,8 +21,6 @@ Decoding starts from bos and sources end with eos, as ours. Needs `pip install c
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from torch import nn
 from seq2seq.config import Activation, NormPlacement, Positions
 from seq2seq.constants import BOS_ID, EOS_ID, UNK_ID
 from seq2seq.errors import UserError
+from seq2seq.export_output import write_export
 from seq2seq.layers import DecoderLayer, EncoderLayer, MultiHeadAttention, sinusoidal_table
 from seq2seq.model import Embedder, Transformer
 from seq2seq.tokenizer import Tokenizer
@@ -146,7 +145,7 @@ def pieces(tokenizer: Tokenizer, side: str) -> list[str]:
 
 def export_ct2(model: Transformer, tokenizer: Tokenizer, out_dir: Path, quantization: str) -> None:
     """Write a CTranslate2 model directory (model.bin, vocabularies, config.json) and copy the
-    SentencePiece models next to it for tokenisation."""
+    SentencePiece models next to it for tokenisation (other files of `out_dir` stay)."""
     try:
         import ctranslate2.converters
     except ImportError:
@@ -163,14 +162,11 @@ def export_ct2(model: Transformer, tokenizer: Tokenizer, out_dir: Path, quantiza
         def _load(self):
             return spec
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # the converter deletes its output directory first: give it a fresh one, then move the files
-    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
-        converted = Path(scratch) / "model"
+    def write(directory: Path) -> None:  # a directory that does not exist, as converters want
         SpecConverter().convert(
-            str(converted), quantization=None if quantization == "float32" else quantization
+            str(directory), quantization=None if quantization == "float32" else quantization
         )
-        for path in converted.iterdir():
-            os.replace(path, out_dir / path.name)
-    for side, path in tokenizer.files.items():
-        (out_dir / f"{side}.spm.model").write_bytes(path.read_bytes())
+        for side, path in tokenizer.files.items():
+            (directory / f"{side}.spm.model").write_bytes(path.read_bytes())
+
+    write_export(out_dir, write)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from seq2seq.config import TokenizerConfig
+from seq2seq.checkpoint import read_json_object
+from seq2seq.config import ModelConfig, TokenizerConfig
 from seq2seq.constants import (
     BOS_ID,
     EOS_ID,
@@ -26,7 +27,7 @@ from seq2seq.constants import (
     UNK_ID,
     side_spm,
 )
-from seq2seq.errors import UserError
+from seq2seq.errors import DamagedFileError, UserError
 from seq2seq.files import write_atomically
 
 SIDES = ("src", "tgt")
@@ -96,6 +97,17 @@ class Tokenizer:
     def vocab_size(self, side: str) -> int:
         return self.processors[side].get_piece_size()
 
+    def check_fits(self, cfg: ModelConfig) -> None:
+        """The model's vocabularies must be the tokenizer's size (another tokenizer's ids would
+        fall outside the embeddings, or the model's outside the tokenizer)."""
+        for side, size in (("src", cfg.src_vocab_size), ("tgt", cfg.tgt_vocab_size)):
+            if self.vocab_size(side) != size:
+                raise UserError(
+                    f"tokenizer file {self.files[side]} has {self.vocab_size(side)} pieces but "
+                    f"the model's {side} vocabulary has {size}: it is not the tokenizer this "
+                    "model was trained with"
+                )
+
     def sha256(self) -> dict[str, str]:
         """File name -> SHA-256 of every model file."""
         return {path.name: sha256_file(path) for path in set(self.files.values())}
@@ -144,7 +156,7 @@ class Tokenizer:
         manifest_path = directory / TOKENIZER_MANIFEST
         if not manifest_path.is_file():
             raise UserError(f"no tokenizer in {directory}: {TOKENIZER_MANIFEST} is missing")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(manifest_path)
         for name, expected in manifest["sha256"].items():
             path = directory / name
             if not path.is_file():
@@ -174,6 +186,21 @@ class Tokenizer:
         tokenizer = cls(files)
         tokenizer.save_manifest(directory)
         return tokenizer
+
+
+def read_manifest(path: Path) -> dict:
+    """tokenizer.json: the model file of each side, every one with its SHA-256."""
+    manifest = read_json_object(path)
+    files, hashes = manifest.get("files"), manifest.get("sha256")
+    if not isinstance(hashes, dict) or not hashes:
+        raise DamagedFileError(path, "it has no sha256 (the SHA-256 of each tokenizer file)")
+    if not isinstance(files, dict) or not all(
+        isinstance(files.get(side), str) and files[side] in hashes for side in SIDES
+    ):
+        raise DamagedFileError(
+            path, "its files must name the src and tgt model files, each with its sha256"
+        )
+    return manifest
 
 
 def chain_sides(texts: dict[str, Iterable[str]]) -> Iterator[str]:

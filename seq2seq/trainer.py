@@ -472,6 +472,9 @@ def train_in_group(
         dist.barrier()  # rank 0 trained the tokenizer and filled the encoding cache
         if not world.is_main:
             tokenizer, data = prepare_data(cfg, run_dir)
+    latest = checkpoint.latest_checkpoint(run_dir)
+    if latest is not None:  # resuming: the saved model's vocabularies must be the tokenizer's
+        tokenizer.check_fits(cfg.model)
     fit_vocabulary(cfg, tokenizer)
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)  # the same initial weights in every process

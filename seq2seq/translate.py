@@ -58,7 +58,7 @@ class Translation:
 def load_run_config(run_dir: Path) -> Config:
     path = run_dir / constants.CONFIG
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a run directory: config.yaml is missing")
+        raise UserError(f"{run_dir} is not a run directory: {constants.CONFIG} is missing")
     return to_dataclass(load_saved_config(path), Config)
 
 
@@ -119,6 +119,7 @@ class Translator:
                 f"the tokenizer in {run_dir} is not the one this model was trained "
                 "with (SHA-256 differs from meta.json)"
             )
+        tokenizer.check_fits(config.model)
         model = Transformer(config.model)
         checkpoint.load_weights(model, weights_path(run_dir, checkpoint_name))
         return cls(model, tokenizer, decode or config.decode, torch_device, precision)
