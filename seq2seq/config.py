@@ -446,7 +446,9 @@ def load_saved_config(path: Path) -> DictConfig:
             "%s: ignoring settings this version does not know: %s", path, ", ".join(dropped)
         )
     try:
-        return OmegaConf.merge(OmegaConf.structured(Config), saved)
+        merged = OmegaConf.merge(OmegaConf.structured(Config), saved)
+        assert isinstance(merged, DictConfig)
+        return merged
     except Exception as error:  # a wrong type or value in a hand-edited file
         raise ConfigError(f"{path}: {first_line(error)}") from None
 

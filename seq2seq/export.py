@@ -111,7 +111,7 @@ def marian_config(cfg: ModelConfig, decode_max_length: int = 256):
         bos_token_id=BOS_ID,
         decoder_start_token_id=BOS_ID,
         forced_eos_token_id=EOS_ID,
-        max_length=min(decode_max_length, cfg.max_positions - 1),
+        max_length=min(decode_max_length, cfg.max_positions - 1),  # type: ignore[call-arg]
     )
 
 

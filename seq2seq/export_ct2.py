@@ -22,6 +22,7 @@ Decoding starts from bos and sources end with eos, as ours. Needs `pip install c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -78,7 +79,10 @@ def set_embedder(spec, embeddings_spec, embedder: Embedder, cfg) -> None:
     if cfg.positions == Positions.sinusoidal:
         spec.position_encodings.encodings = array(sinusoidal_table(cfg.max_positions, cfg.d_model))
     else:
-        spec.position_encodings.encodings = array(embedder.embed_positions.weight)
+        assert embedder.embed_positions is not None  # learned positions
+        spec.position_encodings.encodings = array(
+            cast(torch.Tensor, embedder.embed_positions.weight)
+        )
 
 
 def set_encoder_layer(spec, layer: EncoderLayer) -> None:
@@ -119,11 +123,14 @@ def ct2_spec(model: Transformer, tokenizer: Tokenizer):
     )
     set_embedder(spec.encoder, spec.encoder.embeddings[0], model.encoder.embedder, cfg)
     set_embedder(spec.decoder, spec.decoder.embeddings, model.decoder.embedder, cfg)
-    for layer_spec, layer in zip(spec.encoder.layer, model.encoder.layers, strict=True):
-        set_encoder_layer(layer_spec, layer)
-    for layer_spec, layer in zip(spec.decoder.layer, model.decoder.layers, strict=True):
-        set_decoder_layer(layer_spec, layer)
+    encoder_layers = cast(list[EncoderLayer], model.encoder.layers)
+    for layer_spec, encoder_layer in zip(spec.encoder.layer, encoder_layers, strict=True):
+        set_encoder_layer(layer_spec, encoder_layer)
+    decoder_layers = cast(list[DecoderLayer], model.decoder.layers)
+    for layer_spec, decoder_layer in zip(spec.decoder.layer, decoder_layers, strict=True):
+        set_decoder_layer(layer_spec, decoder_layer)
     if pre_norm:
+        assert model.encoder.final_norm is not None and model.decoder.final_norm is not None
         set_norm(spec.encoder.layer_norm, model.encoder.final_norm)
         set_norm(spec.decoder.layer_norm, model.decoder.final_norm)
     spec.decoder.projection.weight = array(model.output_projection.weight)
