@@ -26,6 +26,7 @@ from torch import nn
 
 import seq2seq
 from seq2seq.constants import (
+    AVERAGE_WEIGHTS,
     BEST_WEIGHTS,
     CHECKPOINTS,
     LOCK,
@@ -343,3 +344,18 @@ def check_average_output(output: Path) -> None:
             f"out={output} exists and does not hold averaged weights: it is not overwritten; "
             "choose a new file name"
         )
+
+
+def average_last(run_dir: Path, last: int, out: Path | None = None) -> str:
+    """Average the `last` step checkpoints of `run_dir` into `out` (default: the run's
+    averaged-weights file); returns what was done, in one line."""
+    paths = [step / WEIGHTS for step in step_dirs(run_dir)][-last:]
+    if not paths:
+        raise UserError(f"no checkpoints in {run_dir / CHECKPOINTS}")
+    out = out or run_dir / AVERAGE_WEIGHTS
+    check_average_output(out)
+    average_checkpoints(paths, out)
+    return (
+        f"averaged {len(paths)} checkpoints ({paths[0].parent.name} .. "
+        f"{paths[-1].parent.name}) into {out}"
+    )

@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import hydra
@@ -25,7 +24,6 @@ from seq2seq.arguments import (
     positive_int,
     set_threads,
     split_decode_arguments,
-    with_decode_overrides,
 )
 from seq2seq.config import (
     CONFIG_GROUPS,
@@ -38,19 +36,6 @@ from seq2seq.errors import UserError
 from seq2seq.overrides import check_command_line
 
 log = logging.getLogger("seq2seq")
-
-
-# --------------------------------------------------------------------------- running jobs
-
-
-def setup_logging(run_dir: Path | None = None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if run_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(run_dir / constants.TRAIN_LOG))
-    for handler in handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
 
 
 def exit_on_user_error(job: Callable[[], None]) -> None:
@@ -92,74 +77,26 @@ def hydra_command(job: Callable[[DictConfig], None]) -> Callable[[], None]:
     return main
 
 
-# --------------------------------------------------------------------------- seq2seq-info
-
-
 def info_job(cfg: DictConfig) -> None:
-    """Build the configured model and print its architecture summary and parameter count; a
-    model too large for the memory is refused before it is built."""
-    from seq2seq.model import Transformer, count_parameters
-    from seq2seq.sizes import check_fits_in_memory
+    """Print the configured model's architecture and parameter count."""
+    from seq2seq.sizes import describe
 
-    m = to_config(cfg).model
-    check_fits_in_memory(m)
-    model = Transformer(m)
-    print(
-        f"Transformer {m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, "
-        f"{m.heads} heads, ffn {m.ffn_dim}, {m.norm.value}-norm, {m.positions.value} positions, "
-        f"vocab {m.src_vocab_size}/{m.tgt_vocab_size}, tied embeddings: {m.tie_embeddings.value}"
-    )
-    print(f"parameters: {count_parameters(model):,}")
+    print(describe(to_config(cfg).model))
 
 
 info = hydra_command(info_job)
 
 
-# --------------------------------------------------------------------------- seq2seq-train
-
-
-def default_run_dir() -> Path:
-    recipe = HydraConfig.get().runtime.choices.get("recipe") or "custom"
-    return Path("runs") / recipe / datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def chosen_groups() -> dict[str, str]:
-    """The config groups this command selected, e.g. {"recipe": "multi30k_en_de", "model": ...}."""
-    choices = HydraConfig.get().runtime.choices
-    return {group: choices[group] for group in CONFIG_GROUPS if choices.get(group) is not None}
-
-
 def train_job(cfg: DictConfig) -> None:
     """Train a model from a recipe; `run_dir=<existing run>` resumes it."""
-    from seq2seq.devices import resolve_device
-    from seq2seq.distributed import claim_run_dir
-    from seq2seq.evaluate import evaluate_split
-    from seq2seq.resume import resume_config
-    from seq2seq.trainer import train
+    from seq2seq.runs import train_run
 
-    config = to_config(cfg)
-    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir()
-    if (run_dir / constants.CONFIG).is_file():
-        config = resume_config(run_dir, list(HydraConfig.get().overrides.task))
-    config.run_dir = str(run_dir)
-    resolve_device(config.train.device, "train.device")  # refused before anything is written
-    with claim_run_dir(run_dir):
-        setup_logging(run_dir)
-        log.info("run directory: %s", run_dir)
-        trainer = train(config, run_dir, chosen_groups())
-        if trainer.world.is_main and config.train.test_at_end:
-            from seq2seq import checkpoint
-
-            checkpoint.load_weights(trainer.model, run_dir / constants.BEST_WEIGHTS)
-            evaluate_split(
-                trainer.model, trainer.tokenizer, config, "test", run_dir, trainer.device
-            )
+    choices = HydraConfig.get().runtime.choices
+    chosen = {group: choices[group] for group in CONFIG_GROUPS if choices.get(group) is not None}
+    train_run(to_config(cfg), chosen, list(HydraConfig.get().overrides.task))
 
 
 train_main = hydra_command(train_job)
-
-
-# --------------------------------------------------------------------------- seq2seq-average
 
 
 AVERAGE_ARGS = {"run": "", "last": "5", "out": "-"}
@@ -169,26 +106,13 @@ def average_main() -> None:
     """seq2seq-average run=<run dir> [last=5] [out=<run dir>/model.avg.safetensors]"""
 
     def job() -> None:
-        from seq2seq import checkpoint
+        from seq2seq.checkpoint import average_last
 
         args = parse_key_values(sys.argv[1:], AVERAGE_ARGS)
-        run_dir = Path(args["run"])
-        last = positive_int(args, "last")
-        paths = [p / constants.WEIGHTS for p in checkpoint.step_dirs(run_dir)][-last:]
-        if not paths:
-            raise UserError(f"no checkpoints in {run_dir / constants.CHECKPOINTS}")
-        out = run_dir / constants.AVERAGE_WEIGHTS if args["out"] == "-" else Path(args["out"])
-        checkpoint.check_average_output(out)
-        checkpoint.average_checkpoints(paths, out)
-        print(
-            f"averaged {len(paths)} checkpoints ({paths[0].parent.name} .. "
-            f"{paths[-1].parent.name}) into {out}"
-        )
+        out = None if args["out"] == "-" else Path(args["out"])
+        print(average_last(Path(args["run"]), positive_int(args, "last"), out))
 
     exit_on_user_error(job)
-
-
-# --------------------------------------------------------------------------- seq2seq-translate
 
 
 TRANSLATE_ARGS = {
@@ -209,26 +133,19 @@ def translate_main() -> None:
 
     def job() -> None:
         from seq2seq.outputs import write_translations
-        from seq2seq.translate import Translator, load_run_config
+        from seq2seq.translate import Translator, run_decoding
 
         argv, decode_args = split_decode_arguments(sys.argv[1:])
         args = parse_key_values(argv, TRANSLATE_ARGS)
         set_threads(args["threads"])
         run_dir = Path(args["run"])
-        decode = (
-            with_decode_overrides(load_run_config(run_dir).decode, decode_args)
-            if (run_dir / constants.CONFIG).is_file()
-            else None
-        )
+        decode = run_decoding(run_dir, decode_args)
         translator = Translator.from_run(
             run_dir, args["checkpoint"], args["device"], decode, args["precision"]
         )
         write_translations(translator, args["input"], args["output"], positive_int(args, "chunk"))
 
     exit_on_user_error(job)
-
-
-# --------------------------------------------------------------------------- seq2seq-evaluate
 
 
 EVALUATE_ARGS = {
@@ -247,7 +164,6 @@ EVALUATE_ARGS = {
     "metrics": "bleu,chrf",
     "lowercase": "false",
 }
-METRICS = ("bleu", "chrf", "ter")
 
 
 def evaluate_main() -> None:
@@ -259,20 +175,15 @@ def evaluate_main() -> None:
 
     def job() -> None:
         from seq2seq.evaluate import run_evaluation
+        from seq2seq.metrics import parse_metrics
 
         argv, decode_args = split_decode_arguments(sys.argv[1:])
         args = parse_key_values(argv, EVALUATE_ARGS)
         set_threads(args["threads"])
-        metrics = tuple(m.strip() for m in args["metrics"].split(","))
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from bleu, chrf, ter")
+        metrics = parse_metrics(args["metrics"])
         run_evaluation(args, decode_args, metrics, parse_bool(args, "lowercase"))
 
     exit_on_user_error(job)
-
-
-# --------------------------------------------------------------------------- seq2seq-export
 
 
 EXPORT_ARGS = {
@@ -283,7 +194,6 @@ EXPORT_ARGS = {
     "quantization": "float32",
     "overwrite": "false",
 }
-EXPORT_FORMATS = {"hf": "Hugging Face MarianMTModel", "ct2": "CTranslate2"}
 
 
 def export_main() -> None:
@@ -293,33 +203,18 @@ def export_main() -> None:
     non-empty one (other files stay)."""
 
     def job() -> None:
-        from seq2seq.export_output import check_export_output
-        from seq2seq.translate import Translator
+        from seq2seq.export_output import export_run
 
         args = parse_key_values(sys.argv[1:], EXPORT_ARGS)
-        if args["to"] not in EXPORT_FORMATS:
-            raise UserError(
-                f"unknown export format to={args['to']}; available: {', '.join(EXPORT_FORMATS)}"
+        overwrite = parse_bool(args, "overwrite")
+        run_dir, out = Path(args["run"]), Path(args["out"])
+        print(
+            export_run(
+                run_dir, args["to"], out, args["checkpoint"], args["quantization"], overwrite
             )
-        if args["to"] == "hf" and args["quantization"] != "float32":
-            raise UserError("quantization=... applies to to=ct2 only")
-        out = Path(args["out"])
-        check_export_output(Path(args["run"]), out, parse_bool(args, "overwrite"))
-        translator = Translator.from_run(Path(args["run"]), args["checkpoint"], "cpu")
-        if args["to"] == "hf":
-            from seq2seq.export import export_hf
-
-            export_hf(translator.model, translator.tokenizer, out)
-        else:
-            from seq2seq.export_ct2 import export_ct2
-
-            export_ct2(translator.model, translator.tokenizer, out, args["quantization"])
-        print(f"exported {args['run']} to {out} ({EXPORT_FORMATS[args['to']]})")
+        )
 
     exit_on_user_error(job)
-
-
-# --------------------------------------------------------------------------- seq2seq-attention
 
 
 ATTENTION_ARGS = {
@@ -353,9 +248,6 @@ def attention_main() -> None:
         print(f"wrote {len(sentences)} sentence(s) of attention maps: {page}")
 
     exit_on_user_error(job)
-
-
-# --------------------------------------------------------------------------- seq2seq-plot
 
 
 PLOT_ARGS = {"run": "", "out": "-"}

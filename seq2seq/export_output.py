@@ -47,3 +47,30 @@ def write_export(out_dir: Path, write: Callable[[Path], None]) -> None:
                 os.replace(path, target)
             except OSError as error:
                 raise UserError(f"cannot write {target}: {error.strerror}") from None
+
+
+EXPORT_FORMATS = {"hf": "Hugging Face MarianMTModel", "ct2": "CTranslate2"}
+
+
+def export_run(
+    run_dir: Path, to: str, out: Path, checkpoint: str, quantization: str, overwrite: bool
+) -> str:
+    """Export the run's `checkpoint` weights as a `to` model into `out`; returns what was
+    done, in one line."""
+    from seq2seq.translate import Translator
+
+    if to not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format to={to}; available: {', '.join(EXPORT_FORMATS)}")
+    if to == "hf" and quantization != "float32":
+        raise UserError("quantization=... applies to to=ct2 only")
+    check_export_output(run_dir, out, overwrite)
+    translator = Translator.from_run(run_dir, checkpoint, "cpu")
+    if to == "hf":
+        from seq2seq.export import export_hf
+
+        export_hf(translator.model, translator.tokenizer, out)
+    else:
+        from seq2seq.export_ct2 import export_ct2
+
+        export_ct2(translator.model, translator.tokenizer, out, quantization)
+    return f"exported {run_dir} to {out} ({EXPORT_FORMATS[to]})"

@@ -55,3 +55,15 @@ def corpus_scores(
 
 def format_score(score: Score) -> str:
     return f"{score.text}  [{score.signature}]"
+
+
+METRICS = ("bleu", "chrf", "ter")
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """`metrics=bleu,chrf` as ("bleu", "chrf"); an unknown name is a one-line error."""
+    metrics = tuple(name.strip() for name in text.split(","))
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    return metrics

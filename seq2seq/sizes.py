@@ -66,3 +66,18 @@ def check_fits_in_memory(cfg: ModelConfig) -> None:
 
 def gigabytes(size: int) -> str:
     return f"{size / 1e9:,.1f} GB"
+
+
+def describe(m: ModelConfig) -> str:
+    """Two lines: the architecture, and the parameters of the model built from it (a model
+    too large for the memory is refused before it is built)."""
+    from seq2seq.model import Transformer, count_parameters
+
+    check_fits_in_memory(m)
+    model = Transformer(m)
+    return (
+        f"Transformer {m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, "
+        f"{m.heads} heads, ffn {m.ffn_dim}, {m.norm.value}-norm, {m.positions.value} positions, "
+        f"vocab {m.src_vocab_size}/{m.tgt_vocab_size}, tied embeddings: {m.tie_embeddings.value}\n"
+        f"parameters: {count_parameters(model):,}"
+    )

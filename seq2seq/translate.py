@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from seq2seq import checkpoint, constants
+from seq2seq.arguments import with_decode_overrides
 from seq2seq.batching import EncodedSplit, pad_rows, token_budget_batches
 from seq2seq.config import Config, DecodeConfig, Precision, load_saved_config, to_dataclass
 from seq2seq.constants import EOS_ID, PAD_ID
@@ -60,6 +61,14 @@ def load_run_config(run_dir: Path) -> Config:
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory: {constants.CONFIG} is missing")
     return to_dataclass(load_saved_config(path), Config)
+
+
+def run_decoding(run_dir: Path, overrides: list[str]) -> DecodeConfig | None:
+    """The run's decode.* settings with `decode.key=value` overrides; None when `run_dir` has
+    no config (loading the run then says what is wrong)."""
+    if not (run_dir / constants.CONFIG).is_file():
+        return None
+    return with_decode_overrides(load_run_config(run_dir).decode, overrides)
 
 
 def weights_path(run_dir: Path, which: str) -> Path:
