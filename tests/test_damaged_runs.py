@@ -13,7 +13,7 @@ from helpers import assert_one_line_error, run_command
 
 from seq2seq import checkpoint, constants
 from seq2seq.config import TokenizerConfig
-from seq2seq.tokenizer import MANIFEST, sha256_file, train_sentencepiece
+from seq2seq.tokenizer import sha256_file, train_sentencepiece
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,7 @@ def without_hashes(manifest: str) -> str:
 )
 def test_a_damaged_tokenizer_manifest_is_one_line(toy_run, tmp_path, damage, problem):
     run_dir = copy_run(toy_run, tmp_path)
-    manifest = run_dir / MANIFEST
+    manifest = run_dir / constants.TOKENIZER_MANIFEST
     manifest.write_text(damage(manifest.read_text()))
     before = snapshot(run_dir)
     result = translate(run_dir)
@@ -146,7 +146,7 @@ def test_a_damaged_tokenizer_manifest_is_one_line(toy_run, tmp_path, damage, pro
 def swap_in_a_tokenizer_of(run_dir: Path, corpus: Path, vocab_size: int) -> Path:
     """Replace the run's SentencePiece model by one of another size, with its hashes updated
     where the run records them (so only the size tells them apart)."""
-    manifest = json.loads((run_dir / MANIFEST).read_text())
+    manifest = json.loads((run_dir / constants.TOKENIZER_MANIFEST).read_text())
     spm_file = run_dir / manifest["files"]["src"]
     texts = [
         *(corpus / "train.en").read_text().splitlines(),
@@ -156,7 +156,7 @@ def swap_in_a_tokenizer_of(run_dir: Path, corpus: Path, vocab_size: int) -> Path
     replace_file(spm_file, train_sentencepiece(iter(texts), cfg))
     hashes = {spm_file.name: sha256_file(spm_file)}
     manifest["sha256"] = hashes
-    (run_dir / MANIFEST).write_text(json.dumps(manifest))
+    (run_dir / constants.TOKENIZER_MANIFEST).write_text(json.dumps(manifest))
     meta = json.loads((run_dir / constants.META).read_text())
     meta["tokenizer_sha256"] = hashes
     (run_dir / constants.META).write_text(json.dumps(meta))
@@ -239,7 +239,7 @@ def run_files(run_dir: Path) -> list[Path]:
     return [
         run_dir / constants.CONFIG,
         run_dir / constants.META,
-        run_dir / MANIFEST,
+        run_dir / constants.TOKENIZER_MANIFEST,
         run_dir / constants.BEST_WEIGHTS,
         run_dir / constants.TRAIN_STATE,
         latest / constants.WEIGHTS,
