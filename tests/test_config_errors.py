@@ -284,7 +284,7 @@ def test_a_maximum_output_length_of_zero_is_refused():
 
 
 def test_a_saved_config_with_an_infinite_value_is_refused(tmp_path):
-    (tmp_path / "config.yaml").write_text("decode:\n  max_len_a: .inf\n")
+    (tmp_path / "config.yaml").write_text("model:\n  d_model: 32\ndecode:\n  max_len_a: .inf\n")
     with pytest.raises(ConfigError, match="decode.max_len_a must be a finite number, got inf"):
         load_run_config(tmp_path)
 
