@@ -16,6 +16,7 @@ fails, one warning, and decoding uses `torch.topk` and the model's attention as 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -83,10 +84,12 @@ def build() -> ModuleType | None:
 
 
 def build_directory(default_root: str) -> Path:
-    """Where the kernels are built and cached: per Python and torch version."""
+    """Where the kernels are built and cached: per Python and torch version, and per
+    installation (two installations sharing one cache would rebuild over each other)."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or default_root
     version = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
-    return Path(root) / version / "seq2seq_kernels"
+    installation = hashlib.sha256(str(SOURCES[0].parent.resolve()).encode()).hexdigest()[:8]
+    return Path(root) / version / f"seq2seq_kernels_{installation}"
 
 
 @contextlib.contextmanager
