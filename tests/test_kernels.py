@@ -219,7 +219,7 @@ def test_the_kernel_is_only_for_cpu_and_only_when_asked(monkeypatch):
 
 
 @needs_compiler
-def test_a_build_killed_midway_does_not_leave_later_builds_waiting_forever(built):
+def test_a_build_killed_midway_does_not_leave_later_builds_waiting_forever(built, tmp_path):
     """torch's `lock` file, left in the build directory by a killed build, is cleared."""
     import subprocess
     import sys
@@ -237,6 +237,7 @@ def test_a_build_killed_midway_does_not_leave_later_builds_waiting_forever(built
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,  # imports the installation this test imported, not a checkout in cwd
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (directory / "lock").exists()
