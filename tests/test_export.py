@@ -198,9 +198,7 @@ def test_ctranslate2_int8_export_holds_the_float32_weights_rounded_to_8_bits(
     for quantization in ("float32", "int8"):
         scores = engine(quantization, "float32").score_batch(pieces, reference)
         log_probs[quantization] = [p for result in scores for p in result.log_probs]
-    differences = [
-        abs(a - b) for a, b in zip(log_probs["int8"], log_probs["float32"], strict=True)
-    ]
+    differences = [abs(a - b) for a, b in zip(log_probs["int8"], log_probs["float32"], strict=True)]
     assert sum(differences) / len(differences) < 0.05  # nats per token
     assert max(differences) < 0.5
 
