@@ -218,7 +218,8 @@ class OptimizerName(str, Enum):
 class Schedule(str, Enum):
     inverse_sqrt = "inverse_sqrt"  # linear warm-up to optim.lr, then lr * sqrt(warmup / step)
     noam = "noam"  # the paper's: optim.lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
-    cosine = "cosine"  # linear warm-up, then cosine decay to optim.min_lr at train.max_steps
+    cosine = "cosine"  # linear warm-up, then cosine decay to optim.min_lr at the horizon
+    linear = "linear"  # linear warm-up, then linear decay to optim.min_lr at the horizon
     constant = "constant"  # linear warm-up, then optim.lr
 
 
@@ -234,7 +235,9 @@ class OptimConfig:
     weight_decay: float = 0.0
     schedule: Schedule = Schedule.inverse_sqrt
     warmup_steps: int = 4000
-    min_lr: float = 0.0  # cosine only: the final learning rate
+    warmup_fraction: float = 0.0  # if > 0: the warm-up is this fraction of the horizon instead
+    cooldown: float = 0.0  # the last fraction of the horizon, where lr falls linearly to min_lr
+    min_lr: float = 0.0  # the final learning rate (cosine, linear, cooldown)
 
     def __post_init__(self) -> None:
         self.optimizer = OptimizerName(self.optimizer)
@@ -248,9 +251,11 @@ class OptimConfig:
         for name in ("warmup_steps", "eps", "weight_decay", "min_lr"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("beta1", "beta2"):
+        for name in ("beta1", "beta2", "warmup_fraction", "cooldown"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"optim.min_lr={self.min_lr} must not exceed optim.lr={self.lr}")
 
 
 class Precision(str, Enum):

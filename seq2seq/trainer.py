@@ -34,7 +34,9 @@ from seq2seq.devices import resolve_device
 from seq2seq.distributed import Distributed, process_group
 from seq2seq.early_stopping import EarlyStopping
 from seq2seq.errors import UserError
+from seq2seq.fast.kernels import compiled
 from seq2seq.files import write_atomically
+from seq2seq.horizon import Horizon
 from seq2seq.loss import projected_cross_entropy
 from seq2seq.metrics_log import MetricsLog, forget_metrics_after
 from seq2seq.model import Transformer, count_parameters
@@ -83,6 +85,11 @@ class StepStats:
     src_tokens: int
 
 
+def clock() -> float:
+    """Seconds on a monotonic clock (training's time budget is measured with it)."""
+    return time.monotonic()
+
+
 class Trainer:
     def __init__(
         self,
@@ -104,9 +111,8 @@ class Trainer:
             else model
         )
         self.optimizer = build_optimizer(model, cfg.optim)
-        self.scheduler = build_scheduler(
-            self.optimizer, cfg.optim, cfg.model.d_model, cfg.train.max_steps
-        )
+        self.horizon = Horizon.from_config(cfg.train)  # where the schedule ends
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.model.d_model, self.horizon)
         self.scaler = torch.amp.GradScaler(
             device.type, enabled=cfg.train.precision == Precision.fp16
         )
@@ -128,6 +134,7 @@ class Trainer:
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "horizon": self.horizon.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": self.rng_states(),  # one per process
@@ -139,6 +146,8 @@ class Trainer:
         self.step = int(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "horizon" in state:
+            self.horizon.load_state_dict(state["horizon"])
         if state["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
@@ -156,7 +165,8 @@ class Trainer:
         return states
 
     def elapsed_now(self) -> float:
-        return self.elapsed + (time.monotonic() - self.session_start)
+        """Seconds of training in this run: what train.max_minutes counts."""
+        return self.elapsed + (clock() - self.session_start)
 
     # ------------------------------------------------------------------ batches
 
@@ -211,7 +221,9 @@ class Trainer:
             src_tokens=src_tokens,
             interrupted=self.interrupted,
             out_of_time=self.out_of_time(),
+            elapsed=self.elapsed_now(),
         )
+        self.horizon.observe(self.step + 1, step["elapsed"] / self.world.world_size)
         self.apply_gradients(step["tgt_tokens"])
         if step["interrupted"]:
             self.interrupted, self.stop_reason = True, "interrupted"
@@ -303,12 +315,14 @@ class Trainer:
             self.stop_reason = f"no improvement in {train.patience} validations"
         elif train.max_minutes and self.elapsed >= 60 * train.max_minutes:  # on resume
             self.stop_reason = f"reached train.max_minutes={train.max_minutes}"
+        elif self.horizon.reached(self.step):
+            self.stop_reason = f"the schedule fitted to train.max_minutes={train.max_minutes} ended"
         return bool(self.stop_reason)
 
     def fit(self) -> None:
         """Train until a limit is reached. Ctrl-C or SIGTERM stop at the next step boundary
         with a checkpoint (a second Ctrl-C aborts at once)."""
-        self.session_start = time.monotonic()
+        self.session_start = clock()
         batches = self.batch_stream()
         progress = tqdm(
             total=self.cfg.train.max_steps or None,
@@ -318,7 +332,7 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        window = {"tokens": 0, "start": time.monotonic(), "step": self.step}
+        window = {"tokens": 0, "start": clock(), "step": self.step}
         with self.stop_on_signals():
             while not self.should_stop():
                 step_batches = list(itertools.islice(batches, self.cfg.train.accumulate))
@@ -368,7 +382,7 @@ class Trainer:
                 signal.signal(sig, handler)
 
     def log_training(self, stats: StepStats, window: dict, progress: tqdm) -> None:
-        seconds = time.monotonic() - window["start"]
+        seconds = clock() - window["start"]
         record = {
             "step": self.step,
             "epoch": self.sampler.epoch,
@@ -389,7 +403,9 @@ class Trainer:
             {**record, "eta": eta},
         )
         self.metrics.write({"kind": "train", **record})
-        window.update(tokens=0, start=time.monotonic(), step=self.step)
+        window.update(tokens=0, start=clock(), step=self.step)
+        if self.horizon.fitted_to_time:
+            progress.total = self.horizon.steps
 
     def seconds_left(self, seconds_per_step: float) -> float | None:
         """Until train.max_steps or train.max_minutes stops training, whichever comes first
@@ -497,5 +513,7 @@ def train_in_group(
         )
     if world.is_main:
         save_config(cfg, run_dir)  # also records overrides given when resuming
+        if cfg.train.valid_bleu:  # compiled now: not inside the time budget
+            compiled(cfg.decode.kernels, device)
     trainer.fit()
     return trainer

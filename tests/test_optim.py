@@ -8,12 +8,13 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from seq2seq.config import OptimConfig
+from seq2seq.config import OptimConfig, TrainConfig
 from seq2seq.errors import ConfigError
+from seq2seq.horizon import FAR_AWAY, Horizon
 from seq2seq.optim import build_optimizer, build_scheduler, learning_rate, parameter_groups
 
 
-def lr_at(step: int, max_steps: int = 0, d_model: int = 512, **optim) -> float:
+def lr_at(step: int, max_steps: int = FAR_AWAY, d_model: int = 512, **optim) -> float:
     return learning_rate(step, OptimConfig(**optim), d_model, max_steps)
 
 
@@ -40,16 +41,57 @@ def test_cosine_falls_from_the_peak_to_min_lr_at_max_steps():
     assert lr_at(500, max_steps=110, **cfg) == pytest.approx(1e-5)
 
 
-def test_cosine_without_max_steps_is_a_config_error():
+def test_linear_falls_in_a_straight_line_from_the_peak_to_min_lr():
+    cfg = {"schedule": "linear", "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 10}
+    assert lr_at(10, max_steps=110, **cfg) == pytest.approx(1e-3)
+    assert lr_at(60, max_steps=110, **cfg) == pytest.approx(5.5e-4)
+    assert lr_at(110, max_steps=110, **cfg) == pytest.approx(1e-4)
+    assert lr_at(200, max_steps=110, **cfg) == pytest.approx(1e-4)
+
+
+def test_a_warmup_fraction_is_that_share_of_the_horizon():
+    cfg = {"schedule": "cosine", "lr": 1e-3, "warmup_steps": 4000, "warmup_fraction": 0.1}
+    assert lr_at(50, max_steps=1000, **cfg) == pytest.approx(5e-4)  # warm-up: 100 steps
+    assert lr_at(100, max_steps=1000, **cfg) == pytest.approx(1e-3)
+    assert lr_at(50, max_steps=2000, **cfg) == pytest.approx(2.5e-4)  # 200 steps
+    assert lr_at(5, max_steps=FAR_AWAY, **cfg) < 1e-9  # horizon not yet fitted: next to 0
+
+
+def test_a_cooldown_brings_any_schedule_down_to_min_lr_at_the_horizon():
+    cfg = {"schedule": "inverse_sqrt", "lr": 1e-3, "warmup_steps": 100, "cooldown": 0.2}
+    assert lr_at(400, max_steps=1000, **cfg) == pytest.approx(5e-4)  # before the cool-down
+    assert lr_at(800, max_steps=1000, **cfg) == pytest.approx(1e-3 * math.sqrt(100 / 800))
+    halfway = 1e-3 * math.sqrt(100 / 900) / 2
+    assert lr_at(900, max_steps=1000, **cfg) == pytest.approx(halfway)
+    assert lr_at(1000, max_steps=1000, **cfg) == 0.0
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [{"schedule": "cosine"}, {"schedule": "linear"}, {"cooldown": 0.1}, {"warmup_fraction": 0.1}],
+)
+def test_a_schedule_that_needs_an_end_without_one_is_a_config_error(optim):
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    with pytest.raises(ConfigError, match="needs train.max_steps"):
-        build_scheduler(optimizer, OptimConfig(schedule="cosine"), 512, 0)
+    horizon = Horizon.from_config(TrainConfig(max_steps=0, max_minutes=0))
+    with pytest.raises(ConfigError, match="set train.max_steps or train.max_minutes"):
+        build_scheduler(optimizer, OptimConfig(**optim), 512, horizon)
+
+
+def test_the_scheduler_reads_the_horizon_at_every_step():
+    cfg = OptimConfig(schedule="linear", lr=1e-3, warmup_steps=0)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    horizon = Horizon.from_config(TrainConfig(max_steps=0, max_minutes=1))
+    scheduler = build_scheduler(optimizer, cfg, 32, horizon)
+    horizon.steps = 10  # refitted while training runs
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 8 / 10)  # step 2 of 10
 
 
 def test_the_scheduler_gives_the_optimizer_the_schedules_learning_rate():
     cfg = OptimConfig(lr=1e-3, warmup_steps=4)
     optimizer = build_optimizer(tiny_model(), cfg)
-    scheduler = build_scheduler(optimizer, cfg, 32, 0)
+    scheduler = build_scheduler(optimizer, cfg, 32, Horizon.from_config(TrainConfig()))
     seen = []
     for _ in range(8):
         seen.append(optimizer.param_groups[0]["lr"])
