@@ -22,7 +22,8 @@ class MetricsLog:
         self.tensorboard = tensorboard_writer(run_dir) if enabled else None
 
     def write(self, record: dict) -> None:
-        """One line {"kind": "train" | "valid", "step": ..., ...}, and its scalars."""
+        """One line {"kind": "train" | "valid" | "valid_average", "step": ..., ...}, and its
+        scalars."""
         if not self.enabled:
             return
         with open(self.path, "a") as stream:

@@ -357,6 +357,8 @@ class Trainer:
             )
         if self.step != self.last_saved_step:
             self.validate_and_save()
+        if self.cfg.train.average_last and self.world.is_main:
+            self.validate_average(self.cfg.train.average_last)
         log.info(
             "stopped: %s at step %d; best validation at step %d",
             self.stop_reason,
@@ -439,6 +441,30 @@ class Trainer:
             self.metrics.write(record)
         self.save(is_best)
         self.share_validation_outcome()
+
+    def validate_average(self, last: int) -> None:
+        """The last `last` checkpoints averaged into the run's averaged weights and validated;
+        they become the best weights when they validate better than every checkpoint."""
+        paths = [step / constants.WEIGHTS for step in checkpoint.step_dirs(self.run_dir)][-last:]
+        averaged = self.run_dir / constants.AVERAGE_WEIGHTS
+        checkpoint.average_checkpoints(paths, averaged)
+        trained = {name: tensor.clone() for name, tensor in self.model.state_dict().items()}
+        checkpoint.load_weights(self.model, averaged)
+        result = validate(self.model, self.data, self.tokenizer, self.cfg, self.device)
+        self.model.load_state_dict(trained)
+        best = self.early_stopping.best_value
+        is_best = best is None or stop_value(result, self.cfg.train.stop_metric) > best
+        if is_best:
+            checkpoint.link_or_copy(averaged, self.run_dir / constants.BEST_WEIGHTS)
+        log.info(
+            "validation of the average of the last %d checkpoints: %s%s",
+            len(paths),
+            "  ".join(f"{k} {v}" for k, v in result.items()),
+            "  (best: now the run's best weights)" if is_best else "",
+        )
+        self.metrics.write(
+            {"kind": "valid_average", "step": self.step, "checkpoints": len(paths), **result}
+        )
 
     def share_validation_outcome(self) -> None:
         """Rank 0 validates; every process takes its early-stopping decision and best step."""

@@ -235,6 +235,16 @@ RANGE_MISTAKES = [
         "optim.weight_decay must be a finite number, got inf",
     ),
     (OptimConfig, "min_lr", -1.0, "optim.min_lr must be >= 0, got -1.0"),
+    (OptimConfig, "min_lr", 1.0, "optim.min_lr=1.0 must not exceed optim.lr=0.0005"),
+    (OptimConfig, "warmup_fraction", 1.0, "optim.warmup_fraction must be in [0, 1), got 1.0"),
+    (OptimConfig, "cooldown", -0.1, "optim.cooldown must be in [0, 1), got -0.1"),
+    (
+        TrainConfig,
+        "average_last",
+        6,
+        "train.average_last=6 must be between 0 and train.keep_last=5 (the checkpoints kept "
+        "to average)",
+    ),
     (
         TrainConfig,
         "label_smoothing",

@@ -60,7 +60,12 @@ def finished_run(corpus, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "run"
     seq2seq_train(
         *toy_overrides(
-            corpus, run_dir, train__max_steps=30, train__validate_every=10, train__keep_last=2
+            corpus,
+            run_dir,
+            train__max_steps=30,
+            train__validate_every=10,
+            train__keep_last=2,
+            train__average_last=2,
         )
     )
     return run_dir
@@ -216,6 +221,27 @@ def test_average_of_checkpoints_is_their_mean(finished_run, tmp_path):
     averaged = weights(out)
     for name in first:
         torch.testing.assert_close(averaged[name], (first[name] + second[name]) / 2)
+
+
+def test_average_last_averages_at_the_end_and_keeps_the_average_if_it_validates_best(
+    finished_run,
+):
+    first, second = (weights(p / constants.WEIGHTS) for p in checkpoint.step_dirs(finished_run))
+    averaged = weights(finished_run / constants.AVERAGE_WEIGHTS)
+    for name in first:
+        torch.testing.assert_close(averaged[name], (first[name] + second[name]) / 2)
+    (record,) = metrics(finished_run, "valid_average")
+    assert record["step"] == 30 and record["checkpoints"] == 2
+    checkpoints = metrics(finished_run, "valid")
+    best = max(checkpoints, key=lambda r: (r["bleu"], -r["step"]))
+    best_weights = (finished_run / constants.BEST_WEIGHTS).read_bytes()
+    if record["bleu"] > best["bleu"]:
+        assert best_weights == (finished_run / constants.AVERAGE_WEIGHTS).read_bytes()
+    else:
+        assert best_weights != (finished_run / constants.AVERAGE_WEIGHTS).read_bytes()
+        step = checkpoint.step_dir(finished_run, best["step"])
+        if step.is_dir():  # not pruned by train.keep_last
+            assert best_weights == (step / constants.WEIGHTS).read_bytes()
 
 
 def test_average_with_a_wrong_argument_is_one_line(tmp_path):
