@@ -290,6 +290,7 @@ class TrainConfig:
     valid_beam: int = 1  # beam size of that decoding; 1 = greedy
     keep_last: int = 5  # step checkpoints kept in checkpoints/ (for averaging)
     average_last: int = 0  # at the end: average the last N checkpoints, validate, keep if best
+    ema: float = 0.0  # decay of a moving average of the weights (e.g. 0.999); 0 = off
     stop_metric: StopMetric = StopMetric.bleu  # chooses the best checkpoint
     patience: int = 0  # validations without improvement before stopping; 0 = never stop early
     test_at_end: bool = True  # translate and score data.test with the best weights at the end
@@ -318,6 +319,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}"
             )
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"train.ema must be in [0, 1), got {self.ema}")
         if not 0 <= self.average_last <= self.keep_last:
             raise ConfigError(
                 f"train.average_last={self.average_last} must be between 0 and "

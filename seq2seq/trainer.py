@@ -33,6 +33,7 @@ from seq2seq.constants import PAD_ID
 from seq2seq.devices import resolve_device
 from seq2seq.distributed import Distributed, process_group
 from seq2seq.early_stopping import EarlyStopping
+from seq2seq.ema import WeightAverage
 from seq2seq.errors import UserError
 from seq2seq.fast.kernels import compiled
 from seq2seq.files import write_atomically
@@ -122,6 +123,7 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # training seconds in earlier sessions of this run
         self.early_stopping = EarlyStopping()
+        self.ema = WeightAverage(model, cfg.train.ema) if cfg.train.ema else None
         self.stop_reason = ""
         self.last_saved_step = -1
         self.interrupted = False  # set by Ctrl-C / SIGTERM, honoured at the next step boundary
@@ -140,6 +142,7 @@ class Trainer:
             "rng": self.rng_states(),  # one per process
             **self.early_stopping.state_dict(),  # "best", "bad_validations"
             "elapsed_seconds": self.elapsed_now(),
+            **({"ema": self.ema.state_dict()} if self.ema else {}),
         }
 
     def load_train_state(self, state: dict) -> None:
@@ -154,6 +157,8 @@ class Trainer:
         set_rng_state(state["rng"][self.world.rank], self.device)
         self.early_stopping.load_state_dict(state)
         self.elapsed = float(state["elapsed_seconds"])
+        if self.ema and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
         self.last_saved_step = self.step
 
     def rng_states(self) -> list[dict]:
@@ -256,6 +261,8 @@ class Trainer:
         self.scaler.update()
         if self.scaler.get_scale() >= scale:  # fp16: a skipped step (inf/NaN) is not counted
             self.scheduler.step()
+            if self.ema:
+                self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ checkpoints, logs
@@ -265,9 +272,10 @@ class Trainer:
         failure = ""
         if self.world.is_main:
             try:
-                saved = checkpoint.save_checkpoint(
-                    self.run_dir, self.step, self.model, state, self.cfg.train.keep_last
-                )
+                with self.weights_for_use():
+                    saved = checkpoint.save_checkpoint(
+                        self.run_dir, self.step, self.model, state, self.cfg.train.keep_last
+                    )
                 if is_best or not (self.run_dir / constants.BEST_WEIGHTS).exists():
                     checkpoint.mark_best(self.run_dir, saved)
             except OSError as error:
@@ -280,6 +288,11 @@ class Trainer:
         if failure:
             raise UserError(failure)
         self.last_saved_step = self.step
+
+    def weights_for_use(self) -> contextlib.AbstractContextManager:
+        """The weights validations score and checkpoints hold: the moving average with
+        train.ema, else the model's own."""
+        return self.ema.swapped_in() if self.ema else contextlib.nullcontext()
 
     def save_failure(self, error: OSError) -> str:
         """One line: what failed, what is still intact, how to go on."""
@@ -422,7 +435,8 @@ class Trainer:
     def validate_and_save(self) -> None:
         is_best = False
         if self.world.is_main:
-            result = validate(self.model, self.data, self.tokenizer, self.cfg, self.device)
+            with self.weights_for_use():
+                result = validate(self.model, self.data, self.tokenizer, self.cfg, self.device)
             is_best = self.early_stopping.record(
                 stop_value(result, self.cfg.train.stop_metric), self.step
             )

@@ -1,5 +1,6 @@
 """A time budget: the schedule's horizon is fitted to the steps the machine can make, the
-learning rate reaches its floor when the budget ends, and a resumed run is exact."""
+learning rate reaches its floor when the budget ends, and a resumed run is exact (with a
+moving average of the weights too)."""
 
 from __future__ import annotations
 
@@ -86,10 +87,11 @@ def torch_threads():
     torch.set_num_threads(threads)
 
 
-def budget_config(corpus: Path, run_dir: Path) -> Config:
+def budget_config(corpus: Path, run_dir: Path, **extra) -> Config:
     overrides = toy_overrides(
         corpus,
         run_dir,
+        **extra,
         train__max_steps=0,
         train__max_minutes=BUDGET_MINUTES,
         train__validate_every=10,
@@ -139,13 +141,14 @@ def test_the_learning_rate_reaches_its_floor_within_3_percent_of_the_budgets_end
     assert 0.97 * budget <= trainer.elapsed_now() <= budget
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_a_budget_run_resumed_after_a_crash_is_bitwise_the_uninterrupted_run(
-    corpus, tmp_path, monkeypatch, torch_threads
+    corpus, tmp_path, monkeypatch, torch_threads, ema
 ):
     straight = train_with_step_costs(
-        monkeypatch, budget_config(corpus, tmp_path / "straight"), slower_after_40
+        monkeypatch, budget_config(corpus, tmp_path / "straight", train__ema=ema), slower_after_40
     )
-    crashed = budget_config(corpus, tmp_path / "crashed")
+    crashed = budget_config(corpus, tmp_path / "crashed", train__ema=ema)
     with pytest.raises(RuntimeError, match="killed"):
         train_with_step_costs(monkeypatch, crashed, slower_after_40, crash_at=57)
     resumed = train_with_step_costs(monkeypatch, crashed, slower_after_40)
@@ -156,3 +159,6 @@ def test_a_budget_run_resumed_after_a_crash_is_bitwise_the_uninterrupted_run(
     )
     for name in expected:
         assert torch.equal(expected[name], found[name]), name
+    if ema:  # the training weights, which the checkpoints do not hold, resumed exactly too
+        for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+            assert torch.equal(a, b)
