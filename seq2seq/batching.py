@@ -11,17 +11,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
-from seq2seq.data import token_lengths
 from seq2seq.errors import ConfigError
 
+if TYPE_CHECKING:  # `datasets` (and pandas with it) is slow to import: translation needs neither
+    import datasets
+
 log = logging.getLogger(__name__)
+
+
+def token_lengths(dataset: datasets.Dataset, column: str) -> np.ndarray:
+    """Length of every id list in `column`, read from Arrow offsets (no Python lists). Meant for
+    datasets without an indices mapping (after `select`, the column would be copied)."""
+    values = dataset.with_format("arrow")[column]
+    return pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 @dataclass

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import pyarrow.compute as pc
 
 from seq2seq import multi30k
+from seq2seq.batching import token_lengths
 from seq2seq.config import DataConfig, DataSource
 from seq2seq.errors import UserError
 from seq2seq.files import check_file, open_binary, read_lines
@@ -297,13 +297,6 @@ def encode_split(
         new_fingerprint=fingerprint,
         desc="encoding",
     )
-
-
-def token_lengths(dataset: datasets.Dataset, column: str) -> np.ndarray:
-    """Length of every id list in `column`, read from Arrow offsets (no Python lists). Meant for
-    datasets without an indices mapping (after `select`, the column would be copied)."""
-    values = dataset.with_format("arrow")[column]
-    return pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def clean_training_rows(encoded: datasets.Dataset, cfg: DataConfig) -> np.ndarray:

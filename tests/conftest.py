@@ -1,7 +1,15 @@
 """Pytest settings shared by every test."""
 
+import os
+
 import pytest
 import torch
+
+# pytest-xdist runs the tests in several processes (pyproject.toml): the commands a test starts
+# get an equal share of the cores, so that processes do not fight over them.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +83,7 @@ def multi30k_run(multi30k, tmp_path_factory):
         "train.validate_every=200",
         "train.valid_bleu=false",
         "train.test_at_end=false",
-        "train.threads=2",
+        f"train.threads={THREADS}",
         "train.precision=fp32",
         timeout=600,
     )
