@@ -262,6 +262,7 @@ class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"  # autocast to bfloat16 (CPU with AVX-512 BF16 / AMX, and CUDA)
     fp16 = "fp16"  # autocast to float16 with loss scaling (CUDA only)
+    auto = "auto"  # bf16 where the device computes it natively, else fp32
 
 
 class StopMetric(str, Enum):

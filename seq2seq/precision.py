@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -19,10 +20,38 @@ def parse_precision(
     try:
         precision = Precision(name)
     except ValueError:
-        raise UserError(f"unknown {key} '{name}'; use fp32, bf16 or fp16") from None
+        raise UserError(f"unknown {key} '{name}'; use fp32, bf16, fp16 or auto") from None
     if precision == Precision.fp16 and device.type != "cuda":
         raise UserError(f"{key}=fp16 needs a CUDA device; on CPU use bf16")
+    if precision == Precision.auto:
+        return Precision.bf16 if native_bf16(device.type) else Precision.fp32
     return precision
+
+
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether the device computes bfloat16 natively: CUDA GPUs that support it, CPUs with
+    AVX-512 BF16 or AMX. Elsewhere bf16 is emulated, many times slower than float32."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def describe_precision(name: str | Precision, device: torch.device) -> str:
+    """One line for the log: the precision in use, and why when it was chosen or is slow."""
+    precision = parse_precision(name, device, "train.precision")
+    native = native_bf16(device.type)
+    if Precision(name) == Precision.auto:
+        reason = "native bf16" if native else f"no native bf16 on this {device.type}"
+        return f"precision: {precision.value} (train.precision=auto: {reason})"
+    if precision == Precision.bf16 and not native:
+        return (
+            f"precision: bf16, emulated on this {device.type} and much slower than fp32 "
+            "(train.precision=auto chooses)"
+        )
+    return f"precision: {precision.value}"
 
 
 def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:

@@ -42,7 +42,7 @@ from seq2seq.loss import projected_cross_entropy
 from seq2seq.metrics_log import MetricsLog, forget_metrics_after
 from seq2seq.model import Transformer, count_parameters
 from seq2seq.optim import build_optimizer, build_scheduler
-from seq2seq.precision import autocast
+from seq2seq.precision import autocast, describe_precision
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.training_data import TrainingData, fit_vocabulary, prepare_data
 from seq2seq.validation import stop_value, validate
@@ -536,6 +536,7 @@ def train_in_group(
     model = Transformer(cfg.model).to(device)  # the same initial weights in every process
     torch.manual_seed(cfg.train.seed + world.rank)  # each process its own dropout stream
     trainer = Trainer(cfg, run_dir, model, tokenizer, data, device, world)
+    log.info(describe_precision(cfg.train.precision, device))
     if latest is not None:
         checkpoint.load_weights(model, latest / constants.WEIGHTS)
         trainer.load_train_state(checkpoint.load_train_state(latest / constants.TRAIN_STATE))

@@ -18,6 +18,8 @@ from helpers import installed_script
 from toy import toy_overrides, write_toy_corpus
 
 from seq2seq import checkpoint, constants
+from seq2seq import precision as precision_module
+from seq2seq.config import Precision
 
 pytestmark = pytest.mark.slow
 QUICK = {"train__valid_bleu": False, "train__test_at_end": False}
@@ -332,3 +334,20 @@ def test_bf16_autocast_training_learns_and_saves_float32_weights(corpus, tmp_pat
     assert train[-1]["loss"] < 0.8 * train[0]["loss"]
     saved = weights(run_dir / constants.WEIGHTS)
     assert {t.dtype for t in saved.values()} == {torch.float32}
+
+
+@pytest.mark.parametrize("native, expected", [(True, Precision.bf16), (False, Precision.fp32)])
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(
+    monkeypatch, native, expected
+):
+    monkeypatch.setattr(precision_module, "native_bf16", lambda device_type: native)
+    cpu = torch.device("cpu")
+    assert precision_module.parse_precision("auto", cpu) == expected
+    line = precision_module.describe_precision("auto", cpu)
+    assert line.startswith(f"precision: {expected.value} (train.precision=auto")
+
+
+def test_bf16_asked_for_where_it_is_emulated_says_so(monkeypatch):
+    monkeypatch.setattr(precision_module, "native_bf16", lambda device_type: False)
+    line = precision_module.describe_precision("bf16", torch.device("cpu"))
+    assert "emulated" in line and "train.precision=auto" in line
