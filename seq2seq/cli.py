@@ -129,7 +129,7 @@ TRANSLATE_ARGS = {
 
 def translate_main() -> None:
     """seq2seq-translate run=<run dir> [input=-] [output=-] [checkpoint=best|last|average|<file>]
-    [device=auto] [precision=fp32|bf16|fp16] [threads=N] [decode.KEY=VALUE ...]"""
+    [device=auto] [precision=fp32|bf16|fp16|auto] [threads=N] [decode.KEY=VALUE ...]"""
 
     def job() -> None:
         from seq2seq.outputs import write_translations

@@ -54,7 +54,7 @@ CONFIG_MISTAKES = [
     (["train.max_tokens=-5"], "train.max_tokens must be at least 1, got -5"),
     (["decode.workers=0"], "decode.workers must be at least 1, got 0"),
     (["model=tiny", "model.heads=3"], "model.d_model (32) must be divisible by model.heads (3)"),
-    (["train.precision=fp8"], "expected one of [fp32, bf16, fp16]"),
+    (["train.precision=fp8"], "expected one of [fp32, bf16, fp16, auto]"),
 ]
 
 

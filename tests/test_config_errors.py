@@ -106,7 +106,7 @@ OVERRIDE_MISTAKES = [
         ["train.precision=fp8"],
         False,
         "invalid config value train.precision=fp8: Invalid value 'fp8', expected one of "
-        "[fp32, bf16, fp16]",
+        "[fp32, bf16, fp16, auto]",
     ),
     (["run_dir=a'b"], False, QUOTING),
     (

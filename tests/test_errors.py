@@ -176,7 +176,7 @@ def test_gzipped_training_data_with_invalid_utf8_names_the_line(tmp_path):
 @pytest.mark.parametrize(
     "argument, message",
     [
-        ("precision=fp64", "unknown precision 'fp64'; use fp32, bf16 or fp16"),
+        ("precision=fp64", "unknown precision 'fp64'; use fp32, bf16, fp16 or auto"),
         ("precision=fp16", "precision=fp16 needs a CUDA device"),
         ("device=gpu", "unknown device 'gpu'"),
     ],
