@@ -61,7 +61,7 @@ def build() -> ModuleType | None:
         from torch.utils import cpp_extension
 
         put_ninja_on_path()
-        log.info("loading the CPU decoding kernels (compiled once, ~30 s the first time)")
+        log.info("loading the CPU decoding kernels (compiled once: 1-2 minutes the first time)")
         openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []  # torch's threads
         directory = build_directory(cpp_extension.get_default_build_root())
         with exclusive_build(directory):
