@@ -459,9 +459,8 @@ class Trainer:
     def validate_average(self, last: int) -> None:
         """The last `last` checkpoints averaged into the run's averaged weights and validated;
         they become the best weights when they validate better than every checkpoint."""
-        paths = [step / constants.WEIGHTS for step in checkpoint.step_dirs(self.run_dir)][-last:]
+        done = checkpoint.average_last(self.run_dir, last)
         averaged = self.run_dir / constants.AVERAGE_WEIGHTS
-        checkpoint.average_checkpoints(paths, averaged)
         trained = {name: tensor.clone() for name, tensor in self.model.state_dict().items()}
         checkpoint.load_weights(self.model, averaged)
         result = validate(self.model, self.data, self.tokenizer, self.cfg, self.device)
@@ -471,13 +470,14 @@ class Trainer:
         if is_best:
             checkpoint.link_or_copy(averaged, self.run_dir / constants.BEST_WEIGHTS)
         log.info(
-            "validation of the average of the last %d checkpoints: %s%s",
-            len(paths),
+            "%s; validation: %s%s",
+            done,
             "  ".join(f"{k} {v}" for k, v in result.items()),
             "  (best: now the run's best weights)" if is_best else "",
         )
+        checkpoints = min(last, len(checkpoint.step_dirs(self.run_dir)))
         self.metrics.write(
-            {"kind": "valid_average", "step": self.step, "checkpoints": len(paths), **result}
+            {"kind": "valid_average", "step": self.step, "checkpoints": checkpoints, **result}
         )
 
     def share_validation_outcome(self) -> None:
