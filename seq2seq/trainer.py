@@ -122,6 +122,7 @@ class Trainer:
         )
         self.step = 0
         self.elapsed = 0.0  # training seconds in earlier sessions of this run
+        self.session_start = clock()  # reset when fit() starts
         self.early_stopping = EarlyStopping()
         self.ema = WeightAverage(model, cfg.train.ema) if cfg.train.ema else None
         self.stop_reason = ""

@@ -351,3 +351,36 @@ def test_bf16_asked_for_where_it_is_emulated_says_so(monkeypatch):
     monkeypatch.setattr(precision_module, "native_bf16", lambda device_type: False)
     line = precision_module.describe_precision("bf16", torch.device("cpu"))
     assert "emulated" in line and "train.precision=auto" in line
+
+
+def test_a_trainer_can_be_stepped_without_fit(corpus, tmp_path):
+    """The throughput benchmarks drive `Trainer.train_step` directly, outside `fit`."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from seq2seq.config import register_configs
+    from seq2seq.distributed import Distributed
+    from seq2seq.model import Transformer
+    from seq2seq.trainer import Trainer
+    from seq2seq.training_data import fit_vocabulary, prepare_data
+
+    register_configs()
+    with initialize_config_module("seq2seq.conf", version_base="1.3"):
+        composed = compose("config", overrides=toy_overrides(corpus, tmp_path / "run"))
+    cfg = OmegaConf.to_object(composed)
+    tokenizer, data = prepare_data(cfg, tmp_path / "run")
+    fit_vocabulary(cfg, tokenizer)
+    trainer = Trainer(
+        cfg,
+        tmp_path / "run",
+        Transformer(cfg.model),
+        tokenizer,
+        data,
+        torch.device("cpu"),
+        Distributed(),
+    )
+    batches = trainer.batch_stream()
+    first = trainer.train_step([next(batches)])
+    for _ in range(20):
+        last = trainer.train_step([next(batches)])
+    assert last.nll < first.nll
