@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def multi30k_batches(
 
 
 def our_trainer(data: TrainingData, tokenizer: Tokenizer, precision: str) -> Trainer:
+    """Our trainer of the `SMALL` model; its run directory (metrics only) is a new temporary one."""
     cfg = Config(
         model=ModelConfig(**SMALL, src_vocab_size=8000, tgt_vocab_size=8000),
         optim=OptimConfig(lr=5e-4, warmup_steps=1000),
@@ -77,9 +79,8 @@ def our_trainer(data: TrainingData, tokenizer: Tokenizer, precision: str) -> Tra
     )
     torch.manual_seed(0)
     model = Transformer(cfg.model)
-    return Trainer(
-        cfg, Path("/nonexistent"), model, tokenizer, data, torch.device("cpu"), Distributed()
-    )
+    run_dir = Path(tempfile.mkdtemp(prefix="s2s-train-speed-"))
+    return Trainer(cfg, run_dir, model, tokenizer, data, torch.device("cpu"), Distributed())
 
 
 def hf_model():

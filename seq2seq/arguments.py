@@ -11,17 +11,94 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from seq2seq.config import DecodeConfig, to_dataclass
+from seq2seq.config import DecodeConfig, Precision, to_dataclass
 from seq2seq.errors import UserError
+
+# What each key=value command accepts, with its defaults ("" marks a required key).
+AVERAGE_ARGS = {"run": "", "last": "5", "out": "-"}
+
+TRANSLATE_ARGS = {
+    "run": "",
+    "input": "-",
+    "output": "-",
+    "checkpoint": "best",
+    "device": "auto",
+    "precision": "fp32",
+    "threads": "0",
+    "chunk": "5000",
+}
+
+EVALUATE_ARGS = {
+    "run": "-",
+    "split": "-",
+    "src": "-",
+    "ref": "-",
+    "hyp": "-",
+    "testset": "-",
+    "langpair": "-",
+    "out": "-",
+    "checkpoint": "best",
+    "device": "auto",
+    "precision": "fp32",
+    "threads": "0",
+    "metrics": "bleu,chrf",
+    "lowercase": "false",
+}
+
+EXPORT_ARGS = {
+    "run": "",
+    "to": "hf",
+    "out": "",
+    "checkpoint": "best",
+    "quantization": "float32",
+    "overwrite": "false",
+}
+
+ATTENTION_ARGS = {
+    "run": "",
+    "text": "-",
+    "input": "-",
+    "lines": "1",
+    "out": "attention",
+    "checkpoint": "best",
+    "max_tokens": "50",
+}
+
+PLOT_ARGS = {"run": "", "out": "-"}
+
+# The key=value commands and the arguments each accepts (the docs test checks every example).
+KEY_VALUE_COMMANDS = {
+    "seq2seq-average": AVERAGE_ARGS,
+    "seq2seq-translate": TRANSLATE_ARGS,
+    "seq2seq-evaluate": EVALUATE_ARGS,
+    "seq2seq-export": EXPORT_ARGS,
+    "seq2seq-attention": ATTENTION_ARGS,
+    "seq2seq-plot": PLOT_ARGS,
+}
+
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
 
+# what a key accepts, where the usage line should say more than its default
+CHOICES = {
+    "precision": [p.value for p in Precision],
+    "device": ["auto", "cpu", "cuda", "cuda:N", "mps"],
+    "checkpoint": ["best", "last", "average", "<file>"],
+}
+
 
 def usage(defaults: dict[str, str]) -> str:
-    """`usage: seq2seq-x run=... [input=-] ...`: required keys first, defaults shown."""
+    """`usage: seq2seq-x run=... [input=-] [precision=fp32|bf16|fp16|auto] ...`: required keys
+    first, the default before any other choice."""
     required = [f"{key}=..." for key, value in defaults.items() if value == ""]
-    optional = [f"[{key}={value}]" for key, value in defaults.items() if value != ""]
+    optional = [f"[{key}={shown_value(key, value)}]" for key, value in defaults.items() if value]
     return " ".join([f"usage: {Path(sys.argv[0]).name}", *required, *optional])
+
+
+def shown_value(key: str, default: str) -> str:
+    """`default`, then the key's other choices: `fp32|bf16|fp16|auto`."""
+    others = [choice for choice in CHOICES.get(key, []) if choice != default]
+    return "|".join([default, *others])
 
 
 def parse_key_values(argv: list[str], defaults: dict[str, str]) -> dict[str, str]:
@@ -79,6 +156,7 @@ def with_decode_overrides(decode: DecodeConfig, overrides: list[str]) -> DecodeC
     """The run's decoding settings with `decode.key=value` overrides, type-checked."""
     if not overrides:
         return decode
+    check_decode_keys(overrides)
     try:
         merged = OmegaConf.merge(
             OmegaConf.structured(decode),
@@ -89,10 +167,16 @@ def with_decode_overrides(decode: DecodeConfig, overrides: list[str]) -> DecodeC
         raise
     except Exception as error:
         key = getattr(error, "full_key", "") or ""
-        if "not in" in str(error):
-            known = [f"decode.{f.name}" for f in fields(DecodeConfig)]
-            close = difflib.get_close_matches(f"decode.{key}", known, n=2)
-            hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise UserError(f"unknown decoding option 'decode.{key}'{hint}") from None
         first = str(error).strip().splitlines()[0]
         raise UserError(f"invalid decoding option decode.{key}: {first}") from None
+
+
+def check_decode_keys(overrides: list[str]) -> None:
+    """Every `decode.key=value` names a decoding setting; else a "did you mean" error."""
+    known = [f"decode.{f.name}" for f in fields(DecodeConfig)]
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise UserError(f"unknown decoding option '{key}'{hint}")

@@ -35,7 +35,7 @@ from seq2seq.constants import (
     WEIGHTS,
 )
 from seq2seq.errors import DamagedFileError, UserError
-from seq2seq.files import write_atomically
+from seq2seq.files import temporary_name, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def fsync(path: Path) -> None:
 
 def link_or_copy(source: Path, target: Path) -> None:
     """Make `target` the same file as `source`, atomically replacing any old `target`."""
-    temporary = target.with_name(f".{target.name}.tmp")
+    temporary = temporary_name(target)
     temporary.unlink(missing_ok=True)
     try:
         os.link(source, temporary)
@@ -215,7 +215,7 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint `step`, point the top-level files at it, prune old step checkpoints."""
     final = step_dir(run_dir, step)
-    temporary = final.with_name(f".{final.name}.tmp")
+    temporary = temporary_name(final)
     for leftover in final.parent.glob(".step_*"):  # from a crash during an earlier save
         shutil.rmtree(leftover, ignore_errors=True)
     try:

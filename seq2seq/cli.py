@@ -1,8 +1,9 @@
 """Console entry points.
 
 `seq2seq-train` and `seq2seq-info` compose the Hydra config in `conf/` (recipes in `recipes/`);
-`seq2seq-average` works on a run directory with `key=value` arguments. Mistakes in the command
-line are reported in one line with exit status 2, never with a traceback.
+the other commands take `key=value` arguments (`arguments.py`). Each parses its command line
+and hands the work to the module named for it. Mistakes in the command line are reported in one
+line with exit status 2, never with a traceback.
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from seq2seq import constants
 from seq2seq.arguments import (
+    ATTENTION_ARGS,
+    AVERAGE_ARGS,
+    EVALUATE_ARGS,
+    EXPORT_ARGS,
+    PLOT_ARGS,
+    TRANSLATE_ARGS,
     parse_bool,
     parse_key_values,
     positive_int,
@@ -99,9 +105,6 @@ def train_job(cfg: DictConfig) -> None:
 train_main = hydra_command(train_job)
 
 
-AVERAGE_ARGS = {"run": "", "last": "5", "out": "-"}
-
-
 def average_main() -> None:
     """seq2seq-average run=<run dir> [last=5] [out=<run dir>/model.avg.safetensors]"""
 
@@ -113,18 +116,6 @@ def average_main() -> None:
         print(average_last(Path(args["run"]), positive_int(args, "last"), out))
 
     exit_on_user_error(job)
-
-
-TRANSLATE_ARGS = {
-    "run": "",
-    "input": "-",
-    "output": "-",
-    "checkpoint": "best",
-    "device": "auto",
-    "precision": "fp32",
-    "threads": "0",
-    "chunk": "5000",
-}
 
 
 def translate_main() -> None:
@@ -148,24 +139,6 @@ def translate_main() -> None:
     exit_on_user_error(job)
 
 
-EVALUATE_ARGS = {
-    "run": "-",
-    "split": "-",
-    "src": "-",
-    "ref": "-",
-    "hyp": "-",
-    "testset": "-",
-    "langpair": "-",
-    "out": "-",
-    "checkpoint": "best",
-    "device": "auto",
-    "precision": "fp32",
-    "threads": "0",
-    "metrics": "bleu,chrf",
-    "lowercase": "false",
-}
-
-
 def evaluate_main() -> None:
     """seq2seq-evaluate hyp=<file> ref=<file>
     | run=<run dir> src=<file> ref=<file>
@@ -184,16 +157,6 @@ def evaluate_main() -> None:
         run_evaluation(args, decode_args, metrics, parse_bool(args, "lowercase"))
 
     exit_on_user_error(job)
-
-
-EXPORT_ARGS = {
-    "run": "",
-    "to": "hf",
-    "out": "",
-    "checkpoint": "best",
-    "quantization": "float32",
-    "overwrite": "false",
-}
 
 
 def export_main() -> None:
@@ -215,17 +178,6 @@ def export_main() -> None:
         )
 
     exit_on_user_error(job)
-
-
-ATTENTION_ARGS = {
-    "run": "",
-    "text": "-",
-    "input": "-",
-    "lines": "1",
-    "out": "attention",
-    "checkpoint": "best",
-    "max_tokens": "50",
-}
 
 
 def attention_main() -> None:
@@ -250,9 +202,6 @@ def attention_main() -> None:
     exit_on_user_error(job)
 
 
-PLOT_ARGS = {"run": "", "out": "-"}
-
-
 def plot_main() -> None:
     """seq2seq-plot run=<run dir> [out=<run dir>/training_curves.png]"""
 
@@ -260,21 +209,7 @@ def plot_main() -> None:
         from seq2seq.plots import training_curves
 
         args = parse_key_values(sys.argv[1:], PLOT_ARGS)
-        run_dir = Path(args["run"])
-        if not run_dir.is_dir():
-            raise UserError(f"run directory {run_dir} does not exist")
-        out = run_dir / constants.TRAINING_CURVES if args["out"] == "-" else Path(args["out"])
-        print(f"wrote {training_curves(run_dir, out)}")
+        out = None if args["out"] == "-" else Path(args["out"])
+        print(f"wrote {training_curves(Path(args['run']), out)}")
 
     exit_on_user_error(job)
-
-
-# The key=value commands and the arguments each accepts (the docs test checks every example).
-KEY_VALUE_COMMANDS = {
-    "seq2seq-average": AVERAGE_ARGS,
-    "seq2seq-translate": TRANSLATE_ARGS,
-    "seq2seq-evaluate": EVALUATE_ARGS,
-    "seq2seq-export": EXPORT_ARGS,
-    "seq2seq-attention": ATTENTION_ARGS,
-    "seq2seq-plot": PLOT_ARGS,
-}

@@ -26,7 +26,7 @@ class MetricsLog:
         scalars."""
         if not self.enabled:
             return
-        with open(self.path, "a") as stream:
+        with open(self.path, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
         if self.tensorboard is not None:
             for key, value in record.items():

@@ -142,8 +142,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return checkpoint.read_metrics(path)
 
 
-def training_curves(run_dir: Path, out: Path) -> Path:
-    """One PNG, four panels against the step: losses, validation BLEU, learning rate, tokens/s."""
+def training_curves(run_dir: Path, out: Path | None = None) -> Path:
+    """One PNG (default: the run's training_curves.png), four panels against the step: losses,
+    validation BLEU, learning rate, tokens/s."""
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    out = out or run_dir / constants.TRAINING_CURVES
     records = read_metrics(run_dir)
     train = [r for r in records if r["kind"] == "train"]
     valid = [r for r in records if r["kind"] == "valid"]

@@ -21,8 +21,6 @@ from typing import cast
 
 import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -30,36 +28,25 @@ from seq2seq import checkpoint, constants
 from seq2seq.batching import Batch
 from seq2seq.config import Config, Precision
 from seq2seq.constants import PAD_ID
-from seq2seq.devices import resolve_device
-from seq2seq.distributed import Distributed, process_group
+from seq2seq.distributed import Distributed
 from seq2seq.early_stopping import EarlyStopping
 from seq2seq.ema import WeightAverage
 from seq2seq.errors import UserError
-from seq2seq.fast.kernels import compiled
-from seq2seq.files import write_atomically
+from seq2seq.fast.attention_backend import attention_kernels
 from seq2seq.horizon import Horizon
 from seq2seq.loss import projected_cross_entropy
-from seq2seq.metrics_log import MetricsLog, forget_metrics_after
-from seq2seq.model import Transformer, count_parameters
+from seq2seq.metrics_log import MetricsLog
+from seq2seq.model import Transformer
 from seq2seq.optim import build_optimizer, build_scheduler
-from seq2seq.precision import autocast, describe_precision
+from seq2seq.precision import autocast
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.training_data import TrainingData, fit_vocabulary, prepare_data
+from seq2seq.training_data import TrainingData
 from seq2seq.validation import stop_value, validate
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
-    """On CPU, plain matmul + softmax attention: for sentence-length sequences it trains faster
-    than the fused flash kernel, whose backward is slow (docs/benchmarks.md). GPUs keep
-    PyTorch's choice."""
-    if device.type == "cpu":
-        return sdpa_kernel(SDPBackend.MATH)
-    return contextlib.nullcontext()
 
 
 def rng_state(device: torch.device) -> dict:
@@ -491,71 +478,3 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- entry point
-
-
-def save_config(cfg: Config, run_dir: Path) -> None:
-    write_atomically(run_dir / constants.CONFIG, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-
-
-def train(cfg: Config, run_dir: Path, choices: dict[str, str] | None = None) -> Trainer:
-    """Train (or resume) the run in `run_dir`; returns the finished trainer.
-
-    `choices`: the config groups the command selected (recipe, model), kept in meta.json so that
-    rerunning the same command resumes the run.
-    """
-    world = Distributed.from_environment()
-    device = resolve_device(cfg.train.device, "train.device", world.local_rank)
-    with process_group(world, device):
-        return train_in_group(cfg, run_dir, choices, world, device)
-
-
-def train_in_group(
-    cfg: Config,
-    run_dir: Path,
-    choices: dict[str, str] | None,
-    world: Distributed,
-    device: torch.device,
-) -> Trainer:
-    """`train` in this process, once the processes of a torchrun job form a group."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    latest = checkpoint.latest_checkpoint(run_dir)
-    resumed_step = checkpoint.step_of(latest) if latest is not None else 0
-    if world.is_main:  # first: a malformed metrics.jsonl stops training before anything is written
-        forget_metrics_after(run_dir / constants.METRICS, resumed_step)
-        tokenizer, data = prepare_data(cfg, run_dir)
-    if world.world_size > 1:
-        dist.barrier()  # rank 0 trained the tokenizer and filled the encoding cache
-        if not world.is_main:
-            tokenizer, data = prepare_data(cfg, run_dir)
-    latest = checkpoint.latest_checkpoint(run_dir)
-    if latest is not None:  # resuming: the saved model's vocabularies must be the tokenizer's
-        tokenizer.check_fits(cfg.model)
-    fit_vocabulary(cfg, tokenizer)
-    torch.manual_seed(cfg.train.seed)
-    model = Transformer(cfg.model).to(device)  # the same initial weights in every process
-    torch.manual_seed(cfg.train.seed + world.rank)  # each process its own dropout stream
-    trainer = Trainer(cfg, run_dir, model, tokenizer, data, device, world)
-    log.info(describe_precision(cfg.train.precision, device))
-    if latest is not None:
-        checkpoint.load_weights(model, latest / constants.WEIGHTS)
-        trainer.load_train_state(checkpoint.load_train_state(latest / constants.TRAIN_STATE))
-        log.info("resuming from %s (step %d)", latest, trainer.step)
-        if world.is_main and not (run_dir / constants.META).is_file():
-            log.warning("%s was missing: written again for the run's tokenizer", constants.META)
-            checkpoint.write_meta(run_dir, tokenizer.sha256())  # the run's choices are unknown
-    elif world.is_main:
-        checkpoint.write_meta(run_dir, tokenizer.sha256(), choices or {})
-        log.info(
-            "model: %s parameters; %d training pairs, %d batches per epoch per process",
-            f"{count_parameters(model):,}",
-            len(data.train),
-            len(trainer.sampler),
-        )
-    if world.is_main:
-        save_config(cfg, run_dir)  # also records overrides given when resuming
-        if cfg.train.valid_bleu:  # compiled now: not inside the time budget
-            compiled(cfg.decode.kernels, device)
-    trainer.fit()
-    return trainer

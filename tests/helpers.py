@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ VOCAB = 50
 
 def tiny_config(**overrides) -> ModelConfig:
     """A 2+2-layer model small enough for exact property tests; no dropout."""
-    values = dict(
+    values: dict[str, Any] = dict(  # ModelConfig checks the values itself
         d_model=32,
         heads=4,
         encoder_layers=2,

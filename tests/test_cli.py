@@ -8,7 +8,7 @@ import sys
 import pytest
 from helpers import RECIPES, run_command
 
-from seq2seq.cli import KEY_VALUE_COMMANDS
+from seq2seq.arguments import KEY_VALUE_COMMANDS
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -88,6 +88,8 @@ def test_key_value_commands_print_their_usage_on_help(command):
     assert result.returncode == 0
     assert result.stdout.startswith(f"usage: {command} ")
     assert all(key in result.stdout for key in KEY_VALUE_COMMANDS[command])
+    if "precision" in KEY_VALUE_COMMANDS[command]:
+        assert "[precision=fp32|bf16|fp16|auto]" in result.stdout
 
 
 def test_cfg_job_with_a_misspelled_key_is_still_a_one_line_error():

@@ -17,8 +17,8 @@ from typing import get_type_hints
 import pytest
 from hydra import compose, initialize_config_module
 
-from seq2seq.arguments import with_decode_overrides
-from seq2seq.cli import KEY_VALUE_COMMANDS, to_config
+from seq2seq.arguments import KEY_VALUE_COMMANDS, with_decode_overrides
+from seq2seq.cli import to_config
 from seq2seq.config import DecodeConfig, register_configs
 from seq2seq.overrides import check_overrides
 
@@ -179,10 +179,24 @@ ARCHITECTURE_PAGE = ROOT / "docs" / "architecture.md"
 PACKAGE = ROOT / "seq2seq"
 
 
+def package_files() -> list[Path]:
+    """The package's modules, speed-ups (`fast/`) included."""
+    return sorted(PACKAGE.glob("*.py")) + sorted((PACKAGE / "fast").glob("*.py"))
+
+
+def module_names() -> set[str]:
+    """Every module of the package as its path below `seq2seq/`, e.g. `fast/kernels`."""
+    return {
+        str(path.relative_to(PACKAGE).with_suffix(""))
+        for path in package_files()
+        if path.stem != "__init__"
+    }
+
+
 def package_definitions() -> dict[str, set[str]]:
     """module -> the functions, classes and methods it defines (`def`, `class`)."""
     definitions = {}
-    for path in PACKAGE.glob("*.py"):
+    for path in package_files():
         tree = ast.parse(path.read_text())
         definitions[path.stem] = {
             node.name
@@ -195,7 +209,7 @@ def package_definitions() -> dict[str, set[str]]:
 def package_uses() -> set[str]:
     """Every name the package's code refers to (calls, attributes, bases), docstrings excluded."""
     used = set()
-    for path in PACKAGE.glob("*.py"):
+    for path in package_files():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Name):
                 used.add(node.id)
@@ -235,13 +249,28 @@ def test_every_function_the_architecture_table_names_is_what_the_package_runs():
 
 
 def test_the_readme_layout_names_every_module():
-    paths = {
-        cell
+    rows = [
+        row[0]
         for header, rows in tables(ROOT / "README.md")
         if header[:1] == ["path"]
         for row in rows
-        for cell in re.findall(r"`(seq2seq/\w+\.py)`", row[0])
-    }
-    modules = {f"seq2seq/{path.name}" for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
-    assert sorted(modules - paths) == [], "modules missing from the layout table of README.md"
-    assert sorted(paths - modules) == [], "the layout table of README.md names missing modules"
+    ]
+    named = {path for cell in rows for path in re.findall(r"`seq2seq/(\w+)\.py`", cell)}
+    for cell in rows:  # `seq2seq/fast/` | ... `kernels` ...: the row of the speed-ups
+        if "`seq2seq/fast/`" in cell:
+            (row,) = [r for header, rs in tables(ROOT / "README.md") for r in rs if r[0] == cell]
+            named |= {f"fast/{name}" for name in re.findall(r"`(\w+)`", row[1])}
+    assert sorted(module_names() - named) == [], "modules missing from the layout of README.md"
+    assert sorted(named - module_names()) == [], "the layout of README.md names missing modules"
+
+
+def test_the_architecture_page_names_every_module():
+    (rows,) = [rows for header, rows in tables(ARCHITECTURE_PAGE) if header == ["stage", "modules"]]
+    named = set()
+    for _, cell in rows:
+        named |= set(re.findall(r"`(\w+)`", cell.split("`fast/`")[0]))
+        if "`fast/`" in cell:  # `fast/` (`dropout`, `autocast`, ...)
+            inside = cell.split("`fast/`")[1].split(")")[0]
+            named |= {f"fast/{name}" for name in re.findall(r"`(\w+)`", inside)}
+    assert sorted(module_names() - named) == [], "modules missing from docs/architecture.md"
+    assert sorted(named - module_names()) == [], "docs/architecture.md names missing modules"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import assert_one_line_error, run_command
 
-from seq2seq.cli import EVALUATE_ARGS
+from seq2seq.arguments import EVALUATE_ARGS
 from seq2seq.config import DecodeConfig
 from seq2seq.evaluate import run_evaluation
 from seq2seq.inspection import attention_report

@@ -11,8 +11,9 @@ import torch
 from helpers import pad_to, random_tokens, tiny_model
 
 from seq2seq.cache import Attend
-from seq2seq.config import DecodeConfig
+from seq2seq.config import DecodeConfig, SearchStrategy
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.decoding import Seq2SeqModel
 from seq2seq.fast.kernels import torch_topk
 from seq2seq.layers import padding_to_attention_mask
 from seq2seq.model import Transformer
@@ -302,6 +303,14 @@ class Recomputing:
         return self.output_projection(hidden) if project else hidden
 
 
+def doubles_match_the_decoding_contract(script: Script, model: Transformer) -> None:
+    """Never called: the type checker (`mypy`, which reads this file) proves that the test
+    doubles have what `seq2seq.search` needs of a model and its cache."""
+    scripted: Seq2SeqModel[ScriptedCache] = ScriptedModel(script)
+    recomputing: Seq2SeqModel[RecomputingCache] = Recomputing(model)
+    del scripted, recomputing
+
+
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
 def test_cached_beam_search_equals_recomputing_the_whole_prefix(length_penalty):
     model = tiny_model()
@@ -378,7 +387,7 @@ def test_sampling_temperature_sharpens_or_keeps_the_distribution():
     src = torch.full((400, 3), 7)
 
     def first_tokens(temperature: float) -> list[int]:
-        cfg = DecodeConfig(strategy="sample", temperature=temperature, seed=1)
+        cfg = DecodeConfig(strategy=SearchStrategy.sample, temperature=temperature, seed=1)
         return [h[0].tokens[0] for h in search(model, src, src == PAD_ID, cfg)]
 
     assert set(first_tokens(0.05)) == {A}  # (0.6 / 0.4) ** 20: B is practically never drawn

@@ -20,7 +20,9 @@ import torch
 from helpers import assert_one_line_error, installed_script, random_tokens, run_command, tiny_model
 
 from seq2seq import translate
+from seq2seq.arguments import with_decode_overrides
 from seq2seq.config import DecodeConfig, Precision
+from seq2seq.errors import UserError
 from seq2seq.translate import Translator
 
 pytestmark = pytest.mark.slow
@@ -113,6 +115,16 @@ def test_decoding_options_can_be_overridden_in_python(toy_run):
 def test_translate_mistakes_are_one_line_errors(toy_run, args, stdin, message):
     result = run("seq2seq-translate", f"run={toy_run}", *args, stdin=stdin)
     assert_one_line_error(result, message)
+
+
+def test_a_misspelled_decoding_option_prints_exactly_this():
+    """Checked against the schema itself: a new OmegaConf cannot change the message."""
+    with pytest.raises(UserError) as caught:
+        with_decode_overrides(DecodeConfig(), ["decode.beam=4", "decode.lenght_penalty=1"])
+    assert str(caught.value) == (
+        "unknown decoding option 'decode.lenght_penalty'; "
+        "did you mean decode.length_penalty or decode.length_penalty_form?"
+    )
 
 
 def test_missing_run_directory(tmp_path):

@@ -13,6 +13,8 @@ The rest is used by decoding, outside the layers:
   search hands the attention to the layers through `DecoderCache.attend`.
 - `inference.py`: the inference copy of a model, linear layers prepared once in bf16/fp16.
 - `workers.py`: several batches decoded at once, one thread each.
+
+And by training: `attention_backend.py`, the attention implementation on CPU.
 """
 
 from seq2seq.fast.autocast import autocast_off

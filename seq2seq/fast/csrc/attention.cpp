@@ -3,7 +3,7 @@
 // `DecoderLayer`) against a few dozen keys.
 //
 // PyTorch's CPU flash-attention kernel is built for long sequences: on these shapes it spends
-// most of its time in set-up (0.3-0.5 ms a call on (320, 4, 1, 64) queries, 2 threads). Here
+// most of its time in set-up (docs/benchmarks.md has the measurements). Here
 // each (batch, head) is one small loop nest: scores, a float32 softmax, the weighted sum of
 // values. bf16 keys/values are widened to float32 once per head (every query reads them);
 // float32 ones are read in place. Results equal SDPA's up to float rounding (tested).
