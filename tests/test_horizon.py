@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_module
 from toy import toy_overrides, write_toy_corpus
 
+from seq2seq import runs
 from seq2seq import trainer as trainer_module
 from seq2seq.config import Config, TrainConfig, register_configs, to_dataclass
 from seq2seq.horizon import END_MARGIN, FAR_AWAY, FIRST_FIT, Horizon
@@ -118,7 +119,7 @@ def train_with_step_costs(monkeypatch, config: Config, cost, crash_at: int = 0):
         return TRAIN_STEP(self, batches)
 
     monkeypatch.setattr(trainer_module.Trainer, "train_step", timed_step)
-    return trainer_module.train(config, Path(config.run_dir))
+    return runs.train(config, Path(config.run_dir))
 
 
 def slower_after_40(step: int) -> float:
