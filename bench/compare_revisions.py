@@ -9,7 +9,7 @@ alternating (A B A B ...) so machine noise hits both. Each revision is installed
 ratio head/base, and whether the translations are byte-identical.
 
     python bench/compare_revisions.py --base <git revision> --run <run dir> [--run ...] \
-        --multi30k <multi30k dir> --workdir /tmp/s2s-revisions
+        --multi30k <multi30k dir> --workdir <dir>
 
 The runs must be readable by both revisions (an older revision refuses settings it does not
 know the values of, e.g. a newer precision name: edit the copy's config.yaml).
