@@ -475,6 +475,3 @@ class Trainer:
         shared = [self.early_stopping.state_dict()]
         dist.broadcast_object_list(shared, src=0)
         self.early_stopping.load_state_dict(shared[0])
-
-
-# --------------------------------------------------------------------------- entry point
