@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from seq2seq.config import DecodeConfig, Precision, to_dataclass
+from seq2seq.devices import DEVICES
 from seq2seq.errors import UserError
 
 # What each key=value command accepts, with its defaults ("" marks a required key).
@@ -82,7 +83,7 @@ TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
 # what a key accepts, where the usage line should say more than its default
 CHOICES = {
     "precision": [p.value for p in Precision],
-    "device": ["auto", "cpu", "cuda", "cuda:N", "mps"],
+    "device": list(DEVICES),
     "checkpoint": ["best", "last", "average", "<file>"],
 }
 

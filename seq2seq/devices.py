@@ -7,7 +7,8 @@ import torch
 
 from seq2seq.errors import UserError
 
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # what a device option accepts
+DEVICE_CHOICES = ", ".join(DEVICES[:-1]) + " or " + DEVICES[-1]  # "auto, cpu, ... or mps"
 
 
 def resolve_device(name: str, option: str = "device", local_rank: int = 0) -> torch.device:
