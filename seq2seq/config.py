@@ -292,6 +292,8 @@ class TrainConfig:
     keep_last: int = 5  # step checkpoints kept in checkpoints/ (for averaging)
     average_last: int = 0  # at the end: average the last N checkpoints, validate, keep if best
     ema: float = 0.0  # decay of a moving average of the weights (e.g. 0.999); 0 = off
+    subword_alpha: float = 0.0  # sampled segmentations ~ P^alpha (subword regularisation); 0 = off
+    subword_nbest: int = 8  # ... drawn from this many most likely segmentations
     stop_metric: StopMetric = StopMetric.bleu  # chooses the best checkpoint
     patience: int = 0  # validations without improvement before stopping; 0 = never stop early
     test_at_end: bool = True  # translate and score data.test with the best weights at the end
@@ -310,6 +312,7 @@ class TrainConfig:
             "validate_every",
             "keep_last",
             "valid_beam",
+            "subword_nbest",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
@@ -322,6 +325,8 @@ class TrainConfig:
             )
         if not 0 <= self.ema < 1:
             raise ConfigError(f"train.ema must be in [0, 1), got {self.ema}")
+        if self.subword_alpha < 0:
+            raise ConfigError(f"train.subword_alpha must be >= 0, got {self.subword_alpha}")
         if not 0 <= self.average_last <= self.keep_last:
             raise ConfigError(
                 f"train.average_last={self.average_last} must be between 0 and "

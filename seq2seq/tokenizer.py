@@ -128,6 +128,15 @@ class Tokenizer:
             )
         return processor.encode(texts)
 
+    def nbest(self, texts: list[str], side: str, size: int) -> list[list[list[int]]]:
+        """The `size` most likely segmentations of each text, best first (unigram models)."""
+        return self.processors[side].nbest_encode(texts, nbest_size=size)
+
+    def piece_scores(self, side: str) -> list[float]:
+        """Each piece's score: its log-probability in a unigram model."""
+        processor = self.processors[side]
+        return [processor.get_score(i) for i in range(processor.get_piece_size())]
+
     def decode(self, ids: Iterable[list[int]], side: str) -> list[str]:
         """Detokenised text; padding, bos and eos ids are dropped."""
         special = {PAD_ID, BOS_ID, EOS_ID}

@@ -16,6 +16,7 @@ from seq2seq.batching import EncodedSplit
 from seq2seq.config import Config
 from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
 from seq2seq.errors import ConfigError
+from seq2seq.subword_sampling import SampledSegmentation
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,21 @@ def prepare_data(cfg: Config, run_dir: Path) -> tuple[Tokenizer, TrainingData]:
     tokenizer = prepare_tokenizer(cfg, run_dir, train_text)
     train = encode_split(train_text, tokenizer, cfg.data.num_proc)
     train_split = EncodedSplit.from_dataset(train, clean_training_rows(train, cfg.data))
+    if cfg.train.subword_alpha > 0:
+        log.info(
+            "subword regularisation: every training batch samples its segmentations "
+            "(alpha %g, from the %d best)",
+            cfg.train.subword_alpha,
+            cfg.train.subword_nbest,
+        )
+        train_split.sampling = SampledSegmentation(
+            train_text,
+            tokenizer,
+            cfg.train.subword_alpha,
+            cfg.train.subword_nbest,
+            cfg.tokenizer.model_type,
+            cfg.data.max_length,
+        )
     valid = EncodedSplit.from_dataset(
         encode_split(valid_text, tokenizer, cfg.data.num_proc),
         max_length=cfg.model.max_positions - 1,

@@ -253,6 +253,8 @@ RANGE_MISTAKES = [
     ),
     (TrainConfig, "clip_norm", float("inf"), "train.clip_norm must be a finite number, got inf"),
     (TrainConfig, "clip_norm", -1.0, "train.clip_norm must be >= 0, got -1.0"),
+    (TrainConfig, "subword_alpha", -0.5, "train.subword_alpha must be >= 0, got -0.5"),
+    (TrainConfig, "subword_nbest", 0, "train.subword_nbest must be at least 1, got 0"),
     (
         TrainConfig,
         "max_minutes",

@@ -133,8 +133,9 @@ def test_results_hold_test_scores_with_signatures(finished_run):
     assert len(hypotheses) == 40
 
 
-def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path):
-    common = {"train__max_steps": 12, "train__validate_every": 6, **QUICK}
+@pytest.mark.parametrize("sampling", [{}, {"train__subword_alpha": 0.3}], ids=["best", "sampled"])
+def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path, sampling):
+    common = {"train__max_steps": 12, "train__validate_every": 6, **QUICK, **sampling}
     straight = tmp_path / "straight"
     seq2seq_train(*toy_overrides(corpus, straight, **common))
 

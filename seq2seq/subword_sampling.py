@@ -1,0 +1,78 @@
+"""Subword regularisation (Kudo 2018): each time a training sentence is batched, it is cut
+into subwords by a segmentation sampled from the tokenizer instead of the single best one, so
+the model sees many segmentations of the same text (`train.subword_alpha`).
+
+The sample is drawn from the `train.subword_nbest` most likely segmentations of the unigram
+model, segmentation x with probability proportional to P(x)^alpha (the paper's l-best
+sampling). The draw uses a generator seeded by the batch's place in the data order (seed,
+epoch, batch, rank), so a run is reproducible and a resumed run samples exactly what the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from seq2seq.config import SubwordModel
+from seq2seq.errors import ConfigError
+
+if TYPE_CHECKING:
+    import datasets
+
+    from seq2seq.tokenizer import Tokenizer
+
+Segmentations = list[list[int]]  # token ids, one list per sentence
+
+
+class SampledSegmentation:
+    """Re-encodes rows of a text dataset (columns src, tgt) with sampled segmentations."""
+
+    def __init__(
+        self,
+        text: datasets.Dataset,
+        tokenizer: Tokenizer,
+        alpha: float,
+        nbest: int,
+        model_type: SubwordModel,
+        max_length: int,
+    ) -> None:
+        if model_type != SubwordModel.unigram:
+            raise ConfigError(
+                "train.subword_alpha samples segmentations of a unigram model: set "
+                "tokenizer.model_type=unigram (in a new run) or train.subword_alpha=0"
+            )
+        self.text = text
+        self.tokenizer = tokenizer
+        self.alpha = alpha
+        self.nbest = nbest
+        self.max_length = max_length
+        self.scores = {side: np.array(tokenizer.piece_scores(side)) for side in ("src", "tgt")}
+
+    def encode(
+        self, rows: np.ndarray, best: tuple[Segmentations, Segmentations], key: tuple[int, ...]
+    ) -> tuple[Segmentations, Segmentations]:
+        """Sampled (src, tgt) ids of dataset `rows`, drawn as seeded by `key`. A sample longer
+        than data.max_length falls back to the `best` segmentation (which passed cleaning)."""
+        rng = np.random.default_rng(key)
+        texts = self.text[rows.tolist()]
+        src, tgt = (
+            [
+                sample if len(sample) <= self.max_length else fallback
+                for sample, fallback in zip(
+                    self.sample(texts[side], side, rng), best_ids, strict=True
+                )
+            ]
+            for side, best_ids in zip(("src", "tgt"), best, strict=True)
+        )
+        return src, tgt
+
+    def sample(self, texts: list[str], side: str, rng: np.random.Generator) -> Segmentations:
+        """One segmentation per text, x drawn from the n best with probability ~ P(x)^alpha."""
+        chosen = []
+        for candidates in self.tokenizer.nbest(texts, side, self.nbest):
+            log_p = np.array([self.scores[side][ids].sum() for ids in candidates]) * self.alpha
+            weights = np.exp(log_p - log_p.max())
+            chosen.append(candidates[rng.choice(len(candidates), p=weights / weights.sum())])
+        return chosen
