@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import glob
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -65,7 +66,7 @@ ATTENTION_ARGS = {
     "max_tokens": "50",
 }
 
-PLOT_ARGS = {"run": "", "out": "-"}
+PLOT_ARGS = {"run": "-", "runs": "-", "out": "-"}  # one of run=, runs=
 
 # The key=value commands and the arguments each accepts (the docs test checks every example).
 KEY_VALUE_COMMANDS = {
@@ -181,3 +182,17 @@ def check_decode_keys(overrides: list[str]) -> None:
             close = difflib.get_close_matches(key, known, n=2)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise UserError(f"unknown decoding option '{key}'{hint}")
+
+
+def run_list(value: str) -> list[Path]:
+    """Run directories from a comma-separated list; an entry may be a pattern (runs/ours/*)."""
+    runs: list[Path] = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        matches = sorted(glob.glob(entry)) if glob.has_magic(entry) else [entry]
+        if not matches:
+            raise UserError(f"runs={value}: no directory matches {entry}")
+        for match in map(Path, matches):
+            if not match.is_dir():
+                raise UserError(f"runs={value}: {match} is not a directory")
+            runs.append(match)
+    return runs

@@ -28,6 +28,7 @@ from seq2seq.arguments import (
     parse_bool,
     parse_key_values,
     positive_int,
+    run_list,
     set_threads,
     split_decode_arguments,
 )
@@ -203,13 +204,22 @@ def attention_main() -> None:
 
 
 def plot_main() -> None:
-    """seq2seq-plot run=<run dir> [out=<run dir>/training_curves.png]"""
+    """seq2seq-plot run=<run dir> [out=<run dir>/training_curves.png]
+    seq2seq-plot runs=<run dir>,<run dir>,... [out=budget_curve.png]"""
 
     def job() -> None:
-        from seq2seq.plots import training_curves
+        from seq2seq import plots
 
         args = parse_key_values(sys.argv[1:], PLOT_ARGS)
         out = None if args["out"] == "-" else Path(args["out"])
-        print(f"wrote {training_curves(Path(args['run']), out)}")
+        if (args["run"] == "-") == (args["runs"] == "-"):
+            raise UserError(
+                "give run=<run dir> (training curves) or runs=<dir>,<dir>,... (budgets)"
+            )
+        if args["run"] != "-":
+            print(f"wrote {plots.training_curves(Path(args['run']), out)}")
+        else:
+            series = plots.budget_series(run_list(args["runs"]))
+            print(f"wrote {plots.budget_curve(series, out or Path(plots.BUDGET_CURVE))}")
 
     exit_on_user_error(job)

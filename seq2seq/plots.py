@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from seq2seq import checkpoint, constants
-from seq2seq.config import OptimConfig, Schedule
+from seq2seq.config import OptimConfig, Schedule, load_saved_config
 from seq2seq.errors import UserError
 from seq2seq.inspection import AttentionMaps
 from seq2seq.layers import sinusoidal_table
@@ -181,6 +181,60 @@ def training_curves(run_dir: Path, out: Path | None = None) -> Path:
     figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
+
+
+# --------------------------------------------------------------------------- time budgets
+
+BUDGET_CURVE = "budget_curve.png"  # seq2seq-plot runs=...'s default output
+BudgetPoint = tuple[float, float]  # (minutes of training, test BLEU)
+
+
+def budget_point(run_dir: Path) -> BudgetPoint:
+    """A finished run's training budget (train.max_minutes, or else the minutes it trained)
+    and the BLEU of its test set (data.test, scored at the end of training)."""
+    results_path = run_dir / constants.RESULTS
+    if not results_path.is_file():
+        raise UserError(
+            f"{results_path} not found: {run_dir} has no test score (a run scores data.test "
+            "when training ends, with train.test_at_end=true)"
+        )
+    config = load_saved_config(run_dir / constants.CONFIG)
+    results = checkpoint.read_json_object(results_path)
+    test = results.get(config.data.test)
+    if not isinstance(test, dict) or "bleu" not in test:
+        raise UserError(f"{results_path} has no BLEU for the run's test set {config.data.test}")
+    minutes = float(config.train.max_minutes)
+    if not minutes:
+        minutes = max(r.get("elapsed_s", 0.0) for r in read_metrics(run_dir)) / 60
+    return minutes, float(test["bleu"]["score"])
+
+
+def budget_series(run_dirs: list[Path]) -> dict[str, list[BudgetPoint]]:
+    """Runs grouped into series by the name of the directory that holds them."""
+    series: dict[str, list[BudgetPoint]] = {}
+    for run_dir in run_dirs:
+        series.setdefault(run_dir.resolve().parent.name, []).append(budget_point(run_dir))
+    return {name: sorted(points) for name, points in series.items()}
+
+
+def budget_curve(series: dict[str, list[BudgetPoint]], out: Path, title: str = "") -> Path:
+    """Test BLEU against the training budget, one line per series."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, points in series.items():
+        minutes, bleu = zip(*sorted(points), strict=True)
+        axis.plot(minutes, bleu, "o-", label=name)
+        for x, y in zip(minutes, bleu, strict=True):
+            axis.annotate(
+                f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center"
+            )
+    axis.set_xlabel("training budget (minutes)")
+    axis.set_ylabel("test BLEU")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    axis.set_title(title or "test BLEU against the training budget")
+    figure.tight_layout()
+    return save(figure, out)
 
 
 # --------------------------------------------------------------------------- concept figures

@@ -3,8 +3,11 @@ and the concept figures of the docs."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import run_command
+from omegaconf import OmegaConf
 
 from seq2seq import plots
 
@@ -73,3 +76,47 @@ def test_plot_of_a_directory_without_logs_is_one_line(tmp_path):
 def test_concept_figures_are_drawn(draw, tmp_path):
     out = draw(tmp_path / "figure.png")
     assert out.read_bytes().startswith(PNG)
+
+
+def budget_run(toy_run, directory, minutes: float, bleu: float):
+    """A finished run trained with a budget of `minutes` that scored `bleu` on its test set."""
+    directory.mkdir(parents=True)
+    config = OmegaConf.load(toy_run / "config.yaml")
+    config.train.max_minutes = minutes
+    OmegaConf.save(config, directory / "config.yaml")
+    results = {config.data.test: {"bleu": {"score": bleu}}}
+    (directory / "results.json").write_text(json.dumps(results))
+    return directory
+
+
+def test_plot_draws_test_bleu_against_the_budget_one_line_per_folder(toy_run, tmp_path):
+    runs = [
+        budget_run(toy_run, tmp_path / "ours" / "20min", 20, 30.5),
+        budget_run(toy_run, tmp_path / "ours" / "5min", 5, 21.0),
+        budget_run(toy_run, tmp_path / "peer" / "5min", 5, 12.0),
+    ]
+    assert plots.budget_series(runs) == {"ours": [(5.0, 21.0), (20.0, 30.5)], "peer": [(5.0, 12.0)]}
+    out = tmp_path / "curve.png"
+    result = run_command("seq2seq-plot", f"runs={tmp_path}/ours/*,{runs[2]}", f"out={out}")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ([], "give run=<run dir> (training curves) or runs=<dir>,<dir>,... (budgets)"),
+        (["run=a", "runs=b"], "give run=<run dir> (training curves) or runs="),
+        (["runs=nowhere/*"], "runs=nowhere/*: no directory matches nowhere/*"),
+        (["runs={toy_run}"], "has no test score (a run scores data.test when training ends"),
+    ],
+)
+def test_budget_plot_mistakes_are_one_line(toy_run, tmp_path, arguments, message):
+    if "{toy_run}" in "".join(arguments):  # a run without results.json
+        bare = tmp_path / "bare"
+        bare.mkdir()
+        (bare / "config.yaml").write_text((toy_run / "config.yaml").read_text())
+        arguments = [f"runs={bare}"]
+    result = run_command("seq2seq-plot", *arguments)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
