@@ -5,8 +5,10 @@ as a user runs it, and what each budget bought (steps, validation BLEU, test BLE
         --workdir /tmp/s2s-budget --label quick [override ...]
 
 Each budget is one `seq2seq-train recipe=<recipe> train.max_minutes=<m>` in its own process
-(the overrides after the options are passed on), run one after the other; one JSON line per
-run is appended to <workdir>/results.jsonl and a table row printed. Choose settings by the
+(the overrides after the options are passed on), run one after the other into
+<workdir>/<label>/<m>min; one JSON line per run is appended to <workdir>/results.jsonl and a
+table row printed. `seq2seq-plot runs='<workdir>/*/*'` draws test BLEU against the budget, a
+line per label. Choose settings by the
 validation BLEU; the test BLEU is the one to report, once per final setting.
 """
 
@@ -62,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     for minutes in args.minutes:
-        run_dir = args.workdir / f"{args.label}_{minutes:g}min"
+        run_dir = args.workdir / args.label / f"{minutes:g}min"  # seq2seq-plot: a line per label
         command = [
             "seq2seq-train",
             f"recipe={args.recipe}",
@@ -73,7 +75,8 @@ def main() -> None:
             *args.overrides,
         ]
         start = time.monotonic()
-        with open(args.workdir / f"{run_dir.name}.log", "w") as log:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
             subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
         row = summary(run_dir, minutes, time.monotonic() - start, args.label, args.overrides)
         with open(args.workdir / "results.jsonl", "a") as out:
