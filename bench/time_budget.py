@@ -7,8 +7,8 @@ as a user runs it, and what each budget bought (steps, validation BLEU, test BLE
 Each budget is one `seq2seq-train recipe=<recipe> train.max_minutes=<m>` in its own process
 (the overrides after the options are passed on), run one after the other into
 <workdir>/<label>/<m>min; one JSON line per run is appended to <workdir>/results.jsonl and a
-table row printed. `seq2seq-plot runs='<workdir>/*/*'` draws test BLEU against the budget, a
-line per label. Choose settings by the
+table row printed. `seq2seq-plot runs='<workdir>/*/*min'` draws test BLEU against the budget,
+a line per label. Choose settings by the
 validation BLEU; the test BLEU is the one to report, once per final setting.
 """
 

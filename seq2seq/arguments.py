@@ -185,14 +185,19 @@ def check_decode_keys(overrides: list[str]) -> None:
 
 
 def run_list(value: str) -> list[Path]:
-    """Run directories from a comma-separated list; an entry may be a pattern (runs/ours/*)."""
+    """Run directories from a comma-separated list; an entry may be a pattern (runs/ours/*),
+    of whose matches the directories are taken."""
     runs: list[Path] = []
     for entry in filter(None, (part.strip() for part in value.split(","))):
-        matches = sorted(glob.glob(entry)) if glob.has_magic(entry) else [entry]
-        if not matches:
-            raise UserError(f"runs={value}: no directory matches {entry}")
-        for match in map(Path, matches):
-            if not match.is_dir():
-                raise UserError(f"runs={value}: {match} is not a directory")
-            runs.append(match)
+        if glob.has_magic(entry):
+            matches = [Path(m) for m in sorted(glob.glob(entry)) if Path(m).is_dir()]
+            if not matches:
+                raise UserError(f"runs={value}: no directory matches {entry}")
+            runs.extend(matches)
+        elif not Path(entry).is_dir():
+            raise UserError(f"runs={value}: run directory {entry} does not exist")
+        else:
+            runs.append(Path(entry))
+    if not runs:
+        raise UserError("runs= is empty: give run directories or patterns, comma-separated")
     return runs

@@ -411,6 +411,13 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     run_dir: str | None = None  # None = runs/<recipe>/<timestamp>
 
+    def __post_init__(self) -> None:
+        if self.train.subword_alpha > 0 and self.tokenizer.model_type != SubwordModel.unigram:
+            raise ConfigError(
+                "train.subword_alpha samples segmentations of a unigram model: set "
+                "tokenizer.model_type=unigram (in a new run) or train.subword_alpha=0"
+            )
+
 
 def schema_keys(node: type, prefix: str = "") -> list[str]:
     """Every dotted key of a dataclass schema (`model.d_model`, `train.max_steps`, ...)."""

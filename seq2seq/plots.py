@@ -7,6 +7,7 @@ matplotlib is optional (`pip install "seq2seq[plot]"`); it is imported only when
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 import torch
@@ -191,7 +192,7 @@ BudgetPoint = tuple[float, float]  # (minutes of training, test BLEU)
 
 def budget_point(run_dir: Path) -> BudgetPoint:
     """A finished run's training budget (train.max_minutes, or else the minutes it trained)
-    and the BLEU of its test set (data.test, scored at the end of training)."""
+    and the BLEU that its results.json holds for the run's test set (data.test)."""
     results_path = run_dir / constants.RESULTS
     if not results_path.is_file():
         raise UserError(
@@ -199,22 +200,30 @@ def budget_point(run_dir: Path) -> BudgetPoint:
             "when training ends, with train.test_at_end=true)"
         )
     config = load_saved_config(run_dir / constants.CONFIG)
-    results = checkpoint.read_json_object(results_path)
-    test = results.get(config.data.test)
-    if not isinstance(test, dict) or "bleu" not in test:
+    test = checkpoint.read_json_object(results_path).get(config.data.test)
+    score = test.get("bleu", {}).get("score") if isinstance(test, dict) else None
+    if not isinstance(score, int | float):
         raise UserError(f"{results_path} has no BLEU for the run's test set {config.data.test}")
     minutes = float(config.train.max_minutes)
     if not minutes:
-        minutes = max(r.get("elapsed_s", 0.0) for r in read_metrics(run_dir)) / 60
-    return minutes, float(test["bleu"]["score"])
+        minutes = max((r.get("elapsed_s", 0.0) for r in read_metrics(run_dir)), default=0.0) / 60
+    if not minutes:
+        raise UserError(f"{run_dir}: neither train.max_minutes nor a training time is recorded")
+    return minutes, float(score)
 
 
 def budget_series(run_dirs: list[Path]) -> dict[str, list[BudgetPoint]]:
-    """Runs grouped into series by the name of the directory that holds them."""
-    series: dict[str, list[BudgetPoint]] = {}
+    """Runs grouped into series by the folder that holds them, named by the folder's name
+    (or its path, where two folders share a name)."""
+    folders: dict[Path, list[BudgetPoint]] = {}
     for run_dir in run_dirs:
-        series.setdefault(run_dir.resolve().parent.name, []).append(budget_point(run_dir))
-    return {name: sorted(points) for name, points in series.items()}
+        folder = Path(os.path.abspath(run_dir)).parent
+        folders.setdefault(folder, []).append(budget_point(run_dir))
+    names = [folder.name for folder in folders]
+    return {
+        (folder.name if names.count(folder.name) == 1 else str(folder)): sorted(points)
+        for folder, points in folders.items()
+    }
 
 
 def budget_curve(series: dict[str, list[BudgetPoint]], out: Path, title: str = "") -> Path:

@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from seq2seq.config import SubwordModel
-from seq2seq.errors import ConfigError
-
 if TYPE_CHECKING:
     import datasets
 
     from seq2seq.tokenizer import Tokenizer
 
 Segmentations = list[list[int]]  # token ids, one list per sentence
+SAMPLING_STREAM = 0x5E6  # keeps these draws apart from any other generator seeded by (seed, ...)
 
 
 class SampledSegmentation:
@@ -35,14 +33,8 @@ class SampledSegmentation:
         tokenizer: Tokenizer,
         alpha: float,
         nbest: int,
-        model_type: SubwordModel,
         max_length: int,
     ) -> None:
-        if model_type != SubwordModel.unigram:
-            raise ConfigError(
-                "train.subword_alpha samples segmentations of a unigram model: set "
-                "tokenizer.model_type=unigram (in a new run) or train.subword_alpha=0"
-            )
         self.text = text
         self.tokenizer = tokenizer
         self.alpha = alpha
@@ -55,7 +47,7 @@ class SampledSegmentation:
     ) -> tuple[Segmentations, Segmentations]:
         """Sampled (src, tgt) ids of dataset `rows`, drawn as seeded by `key`. A sample longer
         than data.max_length falls back to the `best` segmentation (which passed cleaning)."""
-        rng = np.random.default_rng(key)
+        rng = np.random.default_rng((SAMPLING_STREAM, *key))
         texts = self.text[rows.tolist()]
         src, tgt = (
             [

@@ -118,15 +118,9 @@ class Tokenizer:
         parts = [f"{side}={hashes[self.files[side].name]}" for side in SIDES]
         return hashlib.sha256(";".join(parts).encode()).hexdigest()
 
-    def encode(self, texts: list[str], side: str, sampling_alpha: float = 0.0) -> list[list[int]]:
-        """Subword ids without bos/eos. sampling_alpha > 0 samples a segmentation (subword
-        regularisation for unigram models, BPE-dropout probability for BPE models)."""
-        processor = self.processors[side]
-        if sampling_alpha > 0:
-            return processor.encode(
-                texts, enable_sampling=True, alpha=sampling_alpha, nbest_size=-1
-            )
-        return processor.encode(texts)
+    def encode(self, texts: list[str], side: str) -> list[list[int]]:
+        """Subword ids without bos/eos: the most likely segmentation."""
+        return self.processors[side].encode(texts)
 
     def nbest(self, texts: list[str], side: str, size: int) -> list[list[list[int]]]:
         """The `size` most likely segmentations of each text, best first (unigram models)."""

@@ -63,7 +63,6 @@ def prepare_data(cfg: Config, run_dir: Path) -> tuple[Tokenizer, TrainingData]:
             tokenizer,
             cfg.train.subword_alpha,
             cfg.train.subword_nbest,
-            cfg.tokenizer.model_type,
             cfg.data.max_length,
         )
     valid = EncodedSplit.from_dataset(

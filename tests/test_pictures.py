@@ -96,6 +96,7 @@ def test_plot_draws_test_bleu_against_the_budget_one_line_per_folder(toy_run, tm
         budget_run(toy_run, tmp_path / "peer" / "5min", 5, 12.0),
     ]
     assert plots.budget_series(runs) == {"ours": [(5.0, 21.0), (20.0, 30.5)], "peer": [(5.0, 12.0)]}
+    (tmp_path / "ours" / "20min.log").write_text("a log beside the runs: not a run\n")
     out = tmp_path / "curve.png"
     result = run_command("seq2seq-plot", f"runs={tmp_path}/ours/*,{runs[2]}", f"out={out}")
     assert result.returncode == 0, result.stderr
@@ -108,6 +109,8 @@ def test_plot_draws_test_bleu_against_the_budget_one_line_per_folder(toy_run, tm
         ([], "give run=<run dir> (training curves) or runs=<dir>,<dir>,... (budgets)"),
         (["run=a", "runs=b"], "give run=<run dir> (training curves) or runs="),
         (["runs=nowhere/*"], "runs=nowhere/*: no directory matches nowhere/*"),
+        (["runs=missing"], "runs=missing: run directory missing does not exist"),
+        (["runs=,"], "runs= is empty: give run directories or patterns"),
         (["runs={toy_run}"], "has no test score (a run scores data.test when training ends"),
     ],
 )
@@ -120,3 +123,22 @@ def test_budget_plot_mistakes_are_one_line(toy_run, tmp_path, arguments, message
     result = run_command("seq2seq-plot", *arguments)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_without_a_time_budget_is_placed_at_the_minutes_it_trained(toy_run, tmp_path):
+    (minutes, bleu) = plots.budget_point(toy_run)
+    trained = max(r.get("elapsed_s", 0) for r in plots.read_metrics(toy_run)) / 60
+    results = json.loads((toy_run / "results.json").read_text())
+    assert minutes == pytest.approx(trained) and minutes > 0
+    assert bleu == next(iter(results.values()))["bleu"]["score"]
+
+
+def test_folders_of_the_same_name_stay_apart(toy_run, tmp_path):
+    runs = [
+        budget_run(toy_run, tmp_path / "a" / "ours" / "5min", 5, 20.0),
+        budget_run(toy_run, tmp_path / "b" / "ours" / "5min", 5, 25.0),
+    ]
+    assert plots.budget_series(runs) == {
+        str(tmp_path / "a" / "ours"): [(5.0, 20.0)],
+        str(tmp_path / "b" / "ours"): [(5.0, 25.0)],
+    }

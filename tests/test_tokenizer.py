@@ -75,11 +75,15 @@ def test_decode_drops_padding_and_sentence_markers(joint):
     assert joint.decode([[BOS_ID, *ids, EOS_ID, PAD_ID, PAD_ID]], "tgt") == ["Ein Hund."]
 
 
-def test_subword_sampling_varies_segmentation_but_not_text(joint):
+def test_the_n_best_segmentations_spell_the_same_text_best_first(joint):
     sentence = "Eine Gruppe von Menschen steht vor einem Iglu."
-    samples = {tuple(joint.encode([sentence], "tgt", sampling_alpha=0.5)[0]) for _ in range(20)}
-    assert len(samples) > 1
-    assert {joint.decode([list(s)], "tgt")[0] for s in samples} == {sentence}
+    (candidates,) = joint.nbest([sentence], "tgt", 8)
+    assert len({tuple(c) for c in candidates}) == 8
+    assert candidates[0] == joint.encode([sentence], "tgt")[0]
+    assert {joint.decode([c], "tgt")[0] for c in candidates} == {sentence}
+    scores = joint.piece_scores("tgt")
+    totals = [sum(scores[i] for i in c) for c in candidates]
+    assert totals == sorted(totals, reverse=True)
 
 
 def test_saved_files_are_verified_on_load(joint):

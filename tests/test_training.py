@@ -155,6 +155,8 @@ def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path, s
     logged = [r["step"] for r in metrics(killed, "train")]
     assert logged == sorted(set(logged))  # the killed session's extra records were dropped
 
+    sampling_logged = "subword regularisation" in (killed / "train.log").read_text()
+    assert sampling_logged == bool(sampling)
     expected, resumed = (
         weights(straight / "model.safetensors"),
         weights(killed / "model.safetensors"),
