@@ -49,16 +49,12 @@ class SampledSegmentation:
         than data.max_length falls back to the `best` segmentation (which passed cleaning)."""
         rng = np.random.default_rng((SAMPLING_STREAM, *key))
         texts = self.text[rows.tolist()]
-        src, tgt = (
-            [
-                sample if len(sample) <= self.max_length else fallback
-                for sample, fallback in zip(
-                    self.sample(texts[side], side, rng), best_ids, strict=True
-                )
-            ]
-            for side, best_ids in zip(("src", "tgt"), best, strict=True)
-        )
+        src = self.within_limit(self.sample(texts["src"], "src", rng), best[0])
+        tgt = self.within_limit(self.sample(texts["tgt"], "tgt", rng), best[1])
         return src, tgt
+
+    def within_limit(self, sampled: Segmentations, best: Segmentations) -> Segmentations:
+        return [s if len(s) <= self.max_length else b for s, b in zip(sampled, best, strict=True)]
 
     def sample(self, texts: list[str], side: str, rng: np.random.Generator) -> Segmentations:
         """One segmentation per text, x drawn from the n best with probability ~ P(x)^alpha."""
