@@ -67,6 +67,7 @@ ATTENTION_ARGS = {
 }
 
 PLOT_ARGS = {"run": "-", "runs": "-", "out": "-"}  # one of run=, runs=
+PLOT_USAGE = "usage: seq2seq-plot (run=<run dir> | runs=<dir>,<dir>,...) [out=<png file>]"
 
 # The key=value commands and the arguments each accepts (the docs test checks every example).
 KEY_VALUE_COMMANDS = {
@@ -103,11 +104,13 @@ def shown_value(key: str, default: str) -> str:
     return "|".join([default, *others])
 
 
-def parse_key_values(argv: list[str], defaults: dict[str, str]) -> dict[str, str]:
+def parse_key_values(
+    argv: list[str], defaults: dict[str, str], usage_line: str = ""
+) -> dict[str, str]:
     """`key=value` arguments; unknown keys are errors naming the accepted ones. A default of ""
-    marks a required key."""
+    marks a required key. `usage_line` replaces the generated usage where it cannot say enough."""
     if any(arg in ("-h", "--help") for arg in argv):
-        print(usage(defaults))
+        print(usage_line or usage(defaults))
         raise SystemExit(0)
     values = dict(defaults)
     for arg in argv:

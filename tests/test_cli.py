@@ -99,3 +99,10 @@ def test_cfg_job_with_a_misspelled_key_is_still_a_one_line_error():
         "error: unknown config key 'model.dmodel'; did you mean model.d_model or "
         "model.decoder_layers or model.pad_id?"
     )
+
+
+def test_plot_usage_says_it_takes_run_or_runs():
+    result = run_command("seq2seq-plot", "--help")
+    assert result.stdout.strip() == (
+        "usage: seq2seq-plot (run=<run dir> | runs=<dir>,<dir>,...) [out=<png file>]"
+    )
