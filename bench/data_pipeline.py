@@ -2,9 +2,10 @@
 
 1. Writes a synthetic corpus of N sentence pairs (default 2M) as two plain-text files, built
    from Multi30k's word distributions (so lengths and vocabulary look like real text).
-2. Times each stage in one process: load (datasets, Arrow) -> train SentencePiece on a sample ->
-   encode with `data.num_proc` processes -> clean -> one pass of token-budget batching.
-3. Reports peak RSS (this process, and the encoding workers) against the corpus size as text.
+2. Times each stage, each in a fresh process: read the pairs -> train SentencePiece on a
+   reservoir sample -> encode into shards (`seq2seq-prepare`'s work) -> clean and one pass of
+   token-budget batching over the shards.
+3. Reports peak RSS of each stage against the corpus size as text.
 4. Reports the padding fraction of Multi30k training batches (4096-token budget).
 
     python bench/data_pipeline.py --multi30k <multi30k dir> --workdir /tmp/s2s-bench
@@ -27,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seq2seq.batching import EncodedSplit
-from seq2seq.config import DataConfig, TokenizerConfig
-from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
+from seq2seq.config import Config, DataConfig, TokenizerConfig
+from seq2seq.data import pair_reader
+from seq2seq.prepare import prepare, read_manifest, train_tokenizer
+from seq2seq.sharded_batching import ShardedSplit
 from seq2seq.tokenizer import Tokenizer
+from seq2seq.training_data import training_split
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
@@ -66,6 +69,10 @@ def write_synthetic_corpus(multi30k: Path, out: Path, pairs: int, seed: int = 0)
                     for n, e in zip(chunk, ends, strict=True)
                 ]
                 stream.write("\n".join(lines) + "\n")
+    for lang in ("en", "de"):  # a validation split: the first 1,000 pairs
+        with open(out / f"train.{lang}", encoding="utf-8") as stream:
+            head = [next(stream) for _ in range(min(pairs, 1000))]
+        (out / f"valid.{lang}").write_text("".join(head), encoding="utf-8")
 
 
 def in_fresh_process(fn, *args):
@@ -91,32 +98,29 @@ def stage_imports_only() -> None:
     """The baseline: peak RSS of a process that has only imported torch, datasets, seq2seq."""
 
 
-def stage_load(cfg: DataConfig) -> int:
-    return len(load_split(cfg, "train"))
+def stage_read(cfg: Config) -> int:
+    return sum(1 for _ in pair_reader(cfg.data, "train"))
 
 
-def stage_tokenizer(cfg: DataConfig, tokenizer_cfg: TokenizerConfig, directory: Path) -> int:
-    train = load_split(cfg, "train")
-    texts = {"src": iter_texts(train, "src"), "tgt": iter_texts(train, "tgt")}
-    return Tokenizer.train(tokenizer_cfg, texts, directory).vocab_size("src")
+def stage_tokenizer(cfg: Config, directory: Path) -> int:
+    return train_tokenizer(cfg, pair_reader(cfg.data, "train"), directory).vocab_size("src")
 
 
-def stage_encode(cfg: DataConfig, directory: Path) -> int:
-    encoded = encode_split(load_split(cfg, "train"), Tokenizer.load(directory), cfg.num_proc)
-    return len(encoded)
+def stage_encode(cfg: Config, tokenizer_dir: Path, directory: Path) -> int:
+    manifest = prepare(cfg, directory, Tokenizer.load(tokenizer_dir))
+    return manifest["splits"]["train"]["pairs"]
 
 
-def stage_batching(cfg: DataConfig, directory: Path, max_tokens: int) -> tuple[int, float]:
-    encoded = encode_split(load_split(cfg, "train"), Tokenizer.load(directory), cfg.num_proc)
-    return one_pass(
-        EncodedSplit.from_dataset(encoded, clean_training_rows(encoded, cfg)), max_tokens
-    )
+def stage_batching(cfg: Config, directory: Path, max_tokens: int) -> tuple[int, float]:
+    manifest = read_manifest(directory)
+    assert manifest is not None, f"nothing prepared in {directory}"
+    return one_pass(training_split(directory, manifest, cfg.data), max_tokens)
 
 
-def one_pass(encoded: EncodedSplit, max_tokens: int) -> tuple[int, float]:
+def one_pass(split: ShardedSplit, max_tokens: int) -> tuple[int, float]:
     """Batches in one epoch and their padding fraction (source + target)."""
     batches, real, padded = 0, 0, 0
-    for batch in encoded.batches(encoded.sampler(max_tokens, seed=0)):
+    for batch in split.batches(split.sampler(max_tokens, seed=0)):
         batches += 1
         real += batch.src_tokens + batch.tgt_tokens
         padded += batch.src.numel() + batch.tgt_in.numel()
@@ -124,13 +128,13 @@ def one_pass(encoded: EncodedSplit, max_tokens: int) -> tuple[int, float]:
 
 
 def multi30k_padding(multi30k: Path, workdir: Path, max_tokens: int) -> dict:
-    cfg = DataConfig(root=str(multi30k), cache_dir=str(workdir / "cache-m30k"))
-    train = load_split(cfg, "train")
-    texts = {"src": iter_texts(train, "src"), "tgt": iter_texts(train, "tgt")}
-    tokenizer = Tokenizer.train(TokenizerConfig(vocab_size=8000), texts, workdir / "tok-m30k")
-    encoded = encode_split(train, tokenizer, 1)
-    encoded = EncodedSplit.from_dataset(encoded, clean_training_rows(encoded, cfg))
-    batches, padding = one_pass(encoded, max_tokens)
+    cfg = Config(
+        data=DataConfig(root=str(multi30k), cache_dir=str(workdir / "cache-m30k")),
+        tokenizer=TokenizerConfig(vocab_size=8000),
+    )
+    directory = workdir / "prepared-m30k"
+    split = training_split(directory, prepare(cfg, directory), cfg.data)
+    batches, padding = one_pass(split, max_tokens)
     return {"multi30k_batches": batches, "multi30k_padding_fraction": round(padding, 4)}
 
 
@@ -159,27 +163,29 @@ def main() -> None:
     text_mb = sum((corpus / f"train.{lang}").stat().st_size for lang in ("en", "de")) / 2**20
     results["corpus_text_mb"] = round(text_mb)
 
-    shutil.rmtree(args.workdir / "cache", ignore_errors=True)  # time real work, not cache hits
-    shutil.rmtree(args.workdir / "cache-m30k", ignore_errors=True)
-    cfg = DataConfig(
-        source="files",
-        train=str(corpus / "train.{lang}"),
-        cache_dir=str(args.workdir / "cache"),
-        num_proc=args.num_proc,
+    for stale in ("prepared", "prepared-m30k", "tokenizer"):  # time real work, not reuse
+        shutil.rmtree(args.workdir / stale, ignore_errors=True)
+    cfg = Config(
+        data=DataConfig(
+            source="files",
+            train=str(corpus / "train.{lang}"),
+            valid=str(corpus / "valid.{lang}"),
+            num_proc=args.num_proc,
+        ),
+        tokenizer=TokenizerConfig(vocab_size=16000, sample_size=args.sample_size),
     )
-    tokenizer_dir = args.workdir / "tokenizer"
-    tokenizer_cfg = TokenizerConfig(vocab_size=16000, sample_size=args.sample_size)
+    tokenizer_dir, prepared = args.workdir / "tokenizer", args.workdir / "prepared"
     stages = {
         "baseline (imports only)": (stage_imports_only,),
-        "load (count lines, check UTF-8, write Arrow)": (stage_load, cfg),
-        "train SentencePiece (sampled)": (stage_tokenizer, cfg, tokenizer_cfg, tokenizer_dir),
-        "encode": (stage_encode, cfg, tokenizer_dir),
-        "clean + one pass of batching": (stage_batching, cfg, tokenizer_dir, args.max_tokens),
+        "read (count lines, check UTF-8, stream pairs)": (stage_read, cfg),
+        "train SentencePiece (reservoir sample)": (stage_tokenizer, cfg, tokenizer_dir),
+        "encode into shards": (stage_encode, cfg, tokenizer_dir, prepared),
+        "clean + one pass of batching": (stage_batching, cfg, prepared, args.max_tokens),
     }
     for name, (fn, *stage_args) in stages.items():
         results[name] = in_fresh_process(fn, *stage_args)
         print(name, results[name], flush=True)
-    results["encode_pairs_per_s"] = round(args.pairs / results["encode"]["seconds"])
+    results["encode_pairs_per_s"] = round(args.pairs / results["encode into shards"]["seconds"])
     results.update(
         in_fresh_process(multi30k_padding, args.multi30k, args.workdir, args.max_tokens)["value"]
     )

@@ -30,14 +30,17 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from seq2seq import constants, plots
+from seq2seq import plots
 from seq2seq.arguments import run_list
-from seq2seq.batching import EncodedSplit, pad_rows
-from seq2seq.config import DataConfig, ModelConfig, TokenizerConfig
+from seq2seq.batching import pad_rows
+from seq2seq.config import Config, DataConfig, ModelConfig, TokenizerConfig
 from seq2seq.constants import BOS_ID, EOS_ID, PAD_ID
-from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
+from seq2seq.data import load_split
 from seq2seq.export import marian_config
+from seq2seq.prepare import prepare
+from seq2seq.sharded_batching import ShardedSplit
 from seq2seq.tokenizer import Tokenizer
+from seq2seq.training_data import training_split
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "multi30k_en_de.yaml"
 WARMUP, LR, DROPOUT = 1000, 5e-4, 0.1
@@ -48,15 +51,11 @@ def recipe() -> dict:
     return OmegaConf.to_container(OmegaConf.load(RECIPE))  # type: ignore[return-value]
 
 
-def tokenizer_for(cfg: DataConfig, workdir: Path, vocab_size: int) -> Tokenizer:
-    """The joint tokenizer the recipe trains, trained once into the workdir."""
-    directory = workdir / "tokenizer"
-    if (directory / constants.TOKENIZER_MANIFEST).is_file():
-        return Tokenizer.load(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    train = load_split(cfg, "train")
-    texts = {"src": iter_texts(train, "src"), "tgt": iter_texts(train, "tgt")}
-    return Tokenizer.train(TokenizerConfig(vocab_size=vocab_size), texts, directory)
+def prepared_recipe_data(cfg: Config, workdir: Path) -> tuple[ShardedSplit, Tokenizer]:
+    """The recipe's training split and joint tokenizer, prepared once into the workdir."""
+    directory = workdir / "prepared"
+    split = training_split(directory, prepare(cfg, directory), cfg.data)
+    return split, Tokenizer.load(directory)
 
 
 def marian_model(settings: dict, vocab_size: int) -> torch.nn.Module:
@@ -76,7 +75,7 @@ def inverse_sqrt(step: int) -> float:
     return min(step / WARMUP, (WARMUP / max(step, 1)) ** 0.5)
 
 
-def train_for(model: torch.nn.Module, split: EncodedSplit, max_tokens: int, minutes: float) -> int:
+def train_for(model: torch.nn.Module, split: ShardedSplit, max_tokens: int, minutes: float) -> int:
     """Steps of the conventional recipe until the budget ends; returns the steps made."""
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.9, 0.98), eps=1e-9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt)
@@ -133,13 +132,14 @@ def translate(model: Any, tokenizer: Tokenizer, sources: list[str]) -> list[str]
 def one_budget(multi30k: Path, workdir: Path, minutes: float, threads: int) -> dict:
     torch.set_num_threads(threads)
     settings = recipe()
-    cfg = DataConfig(root=str(multi30k), cache_dir=str(workdir / "cache"))
-    tokenizer = tokenizer_for(cfg, workdir, settings["tokenizer"]["vocab_size"])
-    encoded = encode_split(load_split(cfg, "train"), tokenizer)
-    split = EncodedSplit.from_dataset(encoded, clean_training_rows(encoded, cfg))
+    cfg = Config(
+        data=DataConfig(root=str(multi30k), cache_dir=str(workdir / "cache")),
+        tokenizer=TokenizerConfig(vocab_size=settings["tokenizer"]["vocab_size"]),
+    )
+    split, tokenizer = prepared_recipe_data(cfg, workdir)
     model = marian_model(settings, tokenizer.vocab_size("tgt"))
     steps = train_for(model, split, settings["train"]["max_tokens"], minutes)
-    test = load_split(cfg, "test_2016_flickr")
+    test = load_split(cfg.data, "test_2016_flickr")
     hypotheses = translate(model, tokenizer, list(test["src"]))
     bleu = sacrebleu.corpus_bleu(hypotheses, [list(test["tgt"])])
     return {"system": "hf_marian", "minutes": minutes, "steps": steps, "test_bleu": bleu.score}

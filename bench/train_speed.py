@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from seq2seq.batching import EncodedSplit
 from seq2seq.config import (
     Config,
     DataConfig,
@@ -32,14 +31,14 @@ from seq2seq.config import (
     TrainConfig,
 )
 from seq2seq.constants import PAD_ID
-from seq2seq.data import clean_training_rows, encode_split, iter_texts, load_split
 from seq2seq.distributed import Distributed
 from seq2seq.export import marian_config
 from seq2seq.model import Transformer, count_parameters
 from seq2seq.precision import autocast
+from seq2seq.prepare import prepare
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import Trainer
-from seq2seq.training_data import TrainingData
+from seq2seq.training_data import TrainingData, training_split
 
 SMALL = dict(
     d_model=256,
@@ -55,19 +54,17 @@ SMALL = dict(
 def multi30k_batches(
     multi30k: Path, workdir: Path, count: int
 ) -> tuple[TrainingData, list, Tokenizer]:
-    cfg = DataConfig(root=str(multi30k), cache_dir=str(workdir / "cache"))
-    train = load_split(cfg, "train")
-    if (workdir / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.load(workdir)
-    else:
-        texts = {"src": iter_texts(train, "src"), "tgt": iter_texts(train, "tgt")}
-        tokenizer = Tokenizer.train(TokenizerConfig(vocab_size=8000), texts, workdir)
-    encoded = encode_split(train, tokenizer)
-    split = EncodedSplit.from_dataset(encoded, clean_training_rows(encoded, cfg))
+    """The first `count` training batches of Multi30k (8k joint pieces), prepared once."""
+    config = Config(
+        data=DataConfig(root=str(multi30k), cache_dir=str(workdir / "cache")),
+        tokenizer=TokenizerConfig(vocab_size=8000),
+    )
+    directory = workdir / "prepared"
+    split = training_split(directory, prepare(config, directory), config.data)
     batches = [
         b for _, b in zip(range(count), split.batches(split.sampler(4096, seed=1)), strict=False)
     ]
-    return TrainingData(split, split, []), batches, tokenizer
+    return TrainingData(split, split, []), batches, Tokenizer.load(directory)  # no validation
 
 
 def our_trainer(data: TrainingData, tokenizer: Tokenizer, precision: str) -> Trainer:

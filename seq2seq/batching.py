@@ -24,8 +24,6 @@ from seq2seq.errors import ConfigError
 if TYPE_CHECKING:  # `datasets` (and pandas with it) is slow to import: translation needs neither
     import datasets
 
-    from seq2seq.subword_sampling import SampledSegmentation
-
 log = logging.getLogger(__name__)
 
 
@@ -218,7 +216,6 @@ class EncodedSplit:
     src_lengths: np.ndarray  # subword tokens, per row in use (after truncation)
     tgt_lengths: np.ndarray
     max_length: int | None = None  # longer sides are truncated (unfiltered validation data)
-    sampling: SampledSegmentation | None = None  # re-segments training batches when set
 
     @classmethod
     def from_dataset(
@@ -239,21 +236,17 @@ class EncodedSplit:
     def sampler(self, max_tokens: int, **kwargs) -> TokenBudgetSampler:
         return TokenBudgetSampler(self.src_lengths, self.tgt_lengths, max_tokens, **kwargs)
 
-    def batch(self, positions: np.ndarray, sampling_key: tuple[int, ...] | None = None) -> Batch:
-        """The examples at `positions`; with `sampling` and a key, re-segmented as seeded by it."""
+    def batch(self, positions: np.ndarray) -> Batch:
+        """The examples at `positions`."""
         rows = self.rows[positions]
         encoded = self.dataset[rows.tolist()]
         src, tgt = encoded["src_ids"], encoded["tgt_ids"]
         if self.max_length is not None:
             src = [ids[: self.max_length] for ids in src]
             tgt = [ids[: self.max_length] for ids in tgt]
-        if self.sampling is not None and sampling_key is not None:
-            src, tgt = self.sampling.encode(rows, (src, tgt), sampling_key)
         return collate(encoded["id"], src, tgt)
 
     def batches(self, sampler: TokenBudgetSampler) -> Iterator[Batch]:
-        """Batches in the sampler's order (resumable through the sampler's state); a batch's
-        sampled segmentation is keyed by its place in that order."""
+        """Batches in the sampler's order (resumable through the sampler's state)."""
         for positions in sampler:
-            key = (sampler.seed, sampler.epoch, sampler.position, sampler.rank)
-            yield self.batch(positions, key)
+            yield self.batch(positions)

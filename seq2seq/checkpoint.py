@@ -108,10 +108,11 @@ def create_run_dir(run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
+def locked(run_dir: Path, user: str = "training") -> Iterator[None]:
     """Hold the run directory's lock (an OS lock on run_dir/.lock, which names this process's
     PID): a second training of the same run is refused. The OS releases the lock when the
-    process ends, however it ends, so a killed run never leaves it held."""
+    process ends, however it ends, so a killed run never leaves it held. (`user`: what holds
+    it, for the message; prepared data directories are locked the same way.)"""
     create_run_dir(run_dir)
     try:
         descriptor = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -124,7 +125,7 @@ def locked(run_dir: Path) -> Iterator[None]:
             holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
             who = f"PID {holder}" if holder.isdigit() else "another process"
             raise UserError(
-                f"{run_dir} is in use by another training ({who}); wait for it to end or "
+                f"{run_dir} is in use by another {user} ({who}); wait for it to end or "
                 "stop it, then run this command again"
             ) from None
         os.ftruncate(descriptor, 0)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seq2seq.arguments import (
@@ -24,6 +25,7 @@ from seq2seq.arguments import (
     EVALUATE_ARGS,
     EXPORT_ARGS,
     PLOT_ARGS,
+    PLOT_USAGE,
     TRANSLATE_ARGS,
     parse_bool,
     parse_key_values,
@@ -95,15 +97,51 @@ info = hydra_command(info_job)
 
 
 def train_job(cfg: DictConfig) -> None:
-    """Train a model from a recipe; `run_dir=<existing run>` resumes it."""
+    """Train a model from a recipe; `run_dir=<existing run>` resumes it. With -m, each job of
+    the sweep trains in a run directory of its own."""
     from seq2seq.runs import train_run
 
-    choices = HydraConfig.get().runtime.choices
+    hydra_config = HydraConfig.get()
+    choices = hydra_config.runtime.choices
     chosen = {group: choices[group] for group in CONFIG_GROUPS if choices.get(group) is not None}
-    train_run(to_config(cfg), chosen, list(HydraConfig.get().overrides.task))
+    config = to_config(cfg)
+    if hydra_config.mode == RunMode.MULTIRUN:  # the job's folder of the sweep (conf/config.yaml)
+        config.run_dir = hydra_config.runtime.output_dir
+    train_run(config, chosen, list(hydra_config.overrides.task))
 
 
 train_main = hydra_command(train_job)
+
+
+def prepare_job(cfg: DictConfig) -> None:
+    """Encode a recipe's corpus into shards once: `out=<dir>`, then train with
+    `data.prepared=<dir>`."""
+    from seq2seq.checkpoint import locked
+    from seq2seq.files import make_directory
+    from seq2seq.prepare import describe, prepare
+    from seq2seq.runs import setup_logging
+
+    config = to_config(cfg)
+    if not config.data.prepared:
+        raise UserError("give the directory to prepare into: out=<dir>")
+    setup_logging()
+    directory = make_directory(Path(config.data.prepared), "out")
+    with locked(directory, "seq2seq-prepare"):
+        print(describe(prepare(config, directory), directory))
+
+
+def prepare_overrides(arguments: list[str]) -> list[str]:
+    """`out=<dir>` of seq2seq-prepare is `data.prepared=<dir>`, the key training reads."""
+    return [
+        "data.prepared=" + arg.removeprefix("out=") if arg.startswith("out=") else arg
+        for arg in arguments
+    ]
+
+
+def prepare_main() -> None:
+    """seq2seq-prepare recipe=<recipe> [overrides] out=<dir>"""
+    sys.argv[1:] = prepare_overrides(sys.argv[1:])
+    hydra_command(prepare_job)()
 
 
 def average_main() -> None:
@@ -210,7 +248,7 @@ def plot_main() -> None:
     def job() -> None:
         from seq2seq import plots
 
-        args = parse_key_values(sys.argv[1:], PLOT_ARGS)
+        args = parse_key_values(sys.argv[1:], PLOT_ARGS, PLOT_USAGE)
         out = None if args["out"] == "-" else Path(args["out"])
         if (args["run"] == "-") == (args["runs"] == "-"):
             raise UserError(

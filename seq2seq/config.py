@@ -151,8 +151,13 @@ class DataConfig:
     root: str | None = None  # multi30k: directory with a local copy of the raw files
     name: str | None = None  # hub: dataset name (wmt/wmt14) or a local dataset directory
     subset: str | None = None  # hub: the dataset's config, e.g. de-en
+    streaming: bool = False  # hub: read the dataset as a stream instead of downloading it whole
     cache_dir: str | None = None  # downloads and encoded splits; None = the usual caches
     num_proc: int = 2  # processes that encode the corpus
+    # Prepared data (seq2seq-prepare out=<dir>): training reads its shards, never the text
+    prepared: str | None = None  # a directory written by seq2seq-prepare
+    shard_pairs: int = 100_000  # pairs per shard when preparing
+    window_pairs: int = 1_000_000  # shards batched together: sorted by length within, shuffled
     # Cleaning, training split only (validation and test data are never filtered or reordered)
     min_length: int = 1  # subword tokens per side (pairs with an empty side are always dropped)
     max_length: int = 250  # subword tokens per side
@@ -173,8 +178,9 @@ class DataConfig:
             )
         if self.max_length_ratio < 1:
             raise ConfigError(f"data.max_length_ratio must be >= 1, got {self.max_length_ratio}")
-        if self.num_proc < 1:
-            raise ConfigError(f"data.num_proc must be at least 1, got {self.num_proc}")
+        for name in ("num_proc", "shard_pairs", "window_pairs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be at least 1, got {getattr(self, name)}")
 
 
 class SubwordModel(str, Enum):
@@ -191,7 +197,7 @@ class TokenizerConfig:
     vocab_size: int = 8000
     character_coverage: float = 1.0  # 0.9995 for languages with very large alphabets
     byte_fallback: bool = True  # unseen characters become UTF-8 bytes instead of <unk>
-    sample_size: int = 2_000_000  # sentences sampled for training (bounded memory and time)
+    sample_size: int = 2_000_000  # sentences sampled (one pass) to train on: bounds memory, time
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -495,9 +501,16 @@ def group_options(group: str) -> list[str]:
     )
 
 
+def sweep_directory(run_dir: str | None, recipe: str | None, time: str) -> str:
+    """Where a sweep's jobs go (hydra.sweep.dir), each in a folder named by its number:
+    run_dir= when given, else runs/<recipe>/sweep-<time>."""
+    return run_dir or f"runs/{recipe or 'custom'}/sweep-{time}"
+
+
 def register_configs() -> None:
-    """Register the schemas (so YAML files in conf/ are validated against them) and the recipes
-    (the `recipe` group, read from the package's recipes/ folder)."""
+    """Register the schemas (so YAML files in conf/ are validated against them), the recipes
+    (the `recipe` group, read from the package's recipes/ folder) and the sweep directory."""
+    OmegaConf.register_new_resolver("seq2seq_sweep_dir", sweep_directory, replace=True)
     store = ConfigStore.instance()
     for recipe in group_options("recipe"):
         store.store(

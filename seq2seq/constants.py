@@ -10,6 +10,7 @@ the name of every file of a run directory (the run-directory contract; docs/chec
       model.best.safetensors    BEST_WEIGHTS: weights of the best validation score
       model.avg.safetensors     AVERAGE_WEIGHTS: written by seq2seq-average
       train_state.pt            TRAIN_STATE: optimizer, scheduler, sampler, RNG states, counters
+      data/                     PREPARED_DATA: the training corpus prepared into shards
       checkpoints/step_N/       CHECKPOINTS: the last `train.keep_last` checkpoints
       metrics.jsonl             METRICS: one JSON object per log or validation line
       train.log                 TRAIN_LOG: the training's log
@@ -34,6 +35,7 @@ BEST_WEIGHTS = "model.best.safetensors"
 AVERAGE_WEIGHTS = "model.avg.safetensors"
 TRAIN_STATE = "train_state.pt"
 CHECKPOINTS = "checkpoints"
+PREPARED_DATA = "data"
 METRICS = "metrics.jsonl"
 TRAIN_LOG = "train.log"
 TENSORBOARD = "tensorboard"

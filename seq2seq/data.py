@@ -1,9 +1,11 @@
-"""Parallel corpora through Hugging Face `datasets`: load, check, clean, encode and cache.
+"""Parallel corpora: read, check and clean; test and validation sets through `datasets`.
 
-Every source becomes a `datasets.Dataset` with columns `id` (the line number), `src` and `tgt`,
-stored as memory-mapped Arrow files, so a corpus of millions of pairs never has to fit in memory.
-Encoding (`encode_split`) adds `src_ids`/`tgt_ids` with `datasets.map` (batched, multi-process)
-under a fingerprint of the corpus and the tokenizer: a second run reuses the cached result.
+Every source is read as pairs {"id" (the line number), "src", "tgt"} by a `PairReader`, which
+checks it first (line counts, UTF-8, columns) and then streams it a pair at a time: preparing
+(`prepare.py`) never holds a corpus in memory. `load_split` turns a split into a memory-mapped
+`datasets.Dataset` instead, and `encode_split` adds `src_ids`/`tgt_ids` with `datasets.map`
+under a fingerprint of the corpus and the tokenizer, so that evaluating a test set again reuses
+its encoding. `cleaning_mask` says which training pairs are used.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import csv
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
 
 from seq2seq import multi30k
-from seq2seq.batching import token_lengths
 from seq2seq.config import DataConfig, DataSource
 from seq2seq.errors import UserError
 from seq2seq.files import check_file, open_binary, read_lines
@@ -112,11 +114,44 @@ def from_generator(generator, cache_dir: str | None, **kwargs) -> datasets.Datas
     )
 
 
+def no_check() -> None:
+    """The check of a source that needs none."""
+
+
+@dataclass
+class PairReader:
+    """A source of pairs, read from the start each time it is iterated: a generator of
+    {"id", "src", "tgt"} and its arguments. `stamp` names the files and their versions (and the
+    languages read from them) without reading them; `check` reads them for the mistakes users
+    make, once, before the first pairs are read."""
+
+    generator: Callable[..., Iterator[dict]]
+    kwargs: dict
+    check: Callable[[], None] = no_check
+    checked: bool = field(default=False, init=False)
+
+    def __iter__(self) -> Iterator[dict]:
+        self.checked_once()
+        return self.generator(**self.kwargs)
+
+    def checked_once(self) -> None:
+        if not self.checked:
+            self.check()
+            self.checked = True
+
+    @property
+    def stamp(self) -> str:
+        return self.kwargs["stamp"]
+
+    def dataset(self, cache_dir: str | None) -> datasets.Dataset:
+        self.checked_once()
+        return from_generator(self.generator, cache_dir, **self.kwargs)
+
+
 # ---------------------------------------------------------------------------- sources
 
 
-def load_parallel_files(src_path: Path, tgt_path: Path, cache_dir: str | None) -> datasets.Dataset:
-    """A pair of line-aligned plain-text files (optionally .gz)."""
+def check_aligned(src_path: Path, tgt_path: Path) -> None:
     src_lines, tgt_lines = count_lines(src_path), count_lines(tgt_path)
     if src_lines != tgt_lines:
         raise UserError(
@@ -125,12 +160,20 @@ def load_parallel_files(src_path: Path, tgt_path: Path, cache_dir: str | None) -
         )
     if src_lines == 0:
         raise UserError(f"{src_path} and {tgt_path} are empty")
-    return from_generator(
+
+
+def parallel_files_reader(src_path: Path, tgt_path: Path) -> PairReader:
+    """A pair of line-aligned plain-text files (optionally .gz)."""
+    check_file(src_path)
+    check_file(tgt_path)
+    return PairReader(
         pair_lines_generator,
-        cache_dir,
-        src_path=str(src_path),
-        tgt_path=str(tgt_path),
-        stamp=file_stamp(src_path) + file_stamp(tgt_path),
+        {
+            "src_path": str(src_path),
+            "tgt_path": str(tgt_path),
+            "stamp": file_stamp(src_path) + file_stamp(tgt_path),
+        },
+        lambda: check_aligned(src_path, tgt_path),
     )
 
 
@@ -170,35 +213,39 @@ def prefixed_file(prefix: str, lang: str) -> Path:
     return gzipped if gzipped.exists() and not plain.exists() else plain
 
 
-def load_local_split(cfg: DataConfig, spec: str) -> datasets.Dataset:
+def local_reader(cfg: DataConfig, spec: str) -> PairReader:
     """`spec` is a prefix (`corpus/train` -> corpus/train.en + corpus/train.de, optionally
     .gz, as fairseq's --trainpref), a pattern with `{lang}`, or a .tsv / .jsonl file."""
     path = Path(spec)
     kind = path.name.removesuffix(".gz").rsplit(".", 1)[-1]
+    if kind in ("tsv", "jsonl"):
+        check_file(path)
     if kind == "tsv":
-        check_tsv(path)
-        return from_generator(tsv_generator, cfg.cache_dir, path=spec, stamp=file_stamp(path))
+        return PairReader(
+            tsv_generator, {"path": spec, "stamp": file_stamp(path)}, lambda: check_tsv(path)
+        )
     if kind == "jsonl":
-        check_jsonl(path, cfg.src_lang, cfg.tgt_lang)
-        return from_generator(
+        return PairReader(
             jsonl_generator,
-            cfg.cache_dir,
-            path=spec,
-            src_lang=cfg.src_lang,
-            tgt_lang=cfg.tgt_lang,
-            stamp=file_stamp(path),
+            {
+                "path": spec,
+                "src_lang": cfg.src_lang,
+                "tgt_lang": cfg.tgt_lang,
+                "stamp": f"{file_stamp(path)}:{cfg.src_lang}>{cfg.tgt_lang}",
+            },
+            lambda: check_jsonl(path, cfg.src_lang, cfg.tgt_lang),
         )
     if "{lang}" in spec:
         src, tgt = (Path(spec.format(lang=lang)) for lang in (cfg.src_lang, cfg.tgt_lang))
     else:
         src, tgt = (prefixed_file(spec, lang) for lang in (cfg.src_lang, cfg.tgt_lang))
-    return load_parallel_files(src, tgt, cfg.cache_dir)
+    return parallel_files_reader(src, tgt)
 
 
-def load_multi30k_split(cfg: DataConfig, split: str) -> datasets.Dataset:
+def multi30k_reader(cfg: DataConfig, split: str) -> PairReader:
     src = multi30k.multi30k_file(split, cfg.src_lang, cfg.root, cfg.cache_dir)
     tgt = multi30k.multi30k_file(split, cfg.tgt_lang, cfg.root, cfg.cache_dir)
-    return load_parallel_files(src, tgt, cfg.cache_dir)
+    return parallel_files_reader(src, tgt)
 
 
 def load_hub_split(cfg: DataConfig, split: str) -> datasets.Dataset:
@@ -237,6 +284,63 @@ def load_hub_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     )
 
 
+def dataset_rows(dataset: datasets.Dataset, stamp: str) -> Iterator[dict]:
+    yield from dataset
+
+
+def streamed_rows(cfg: DataConfig, split: str, stamp: str) -> Iterator[dict]:
+    """The pairs of a hub split read with `datasets`' streaming, never stored whole."""
+    for i, row in enumerate(streamed_translations(cfg, split)):
+        pair = row["translation"]
+        yield {"id": i, "src": normalize(pair[cfg.src_lang]), "tgt": normalize(pair[cfg.tgt_lang])}
+
+
+def check_streamed(cfg: DataConfig, split: str) -> None:
+    """The split exists and holds both languages (read from its first row)."""
+    try:
+        first = next(streamed_translations(cfg, split), None)
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
+        message = " ".join(str(error).split())
+        raise UserError(
+            f"cannot stream dataset {cfg.name} ({cfg.subset}, split {split}): {message}"
+        ) from None
+    pair = (first or {}).get("translation")
+    if not isinstance(pair, dict):
+        raise UserError(f"{cfg.name} ({cfg.subset}, split {split}) has no 'translation' rows")
+    for lang in (cfg.src_lang, cfg.tgt_lang):
+        if lang not in pair:
+            raise UserError(
+                f"language '{lang}' is not in {cfg.name}; available: {', '.join(sorted(pair))}"
+            )
+
+
+def streamed_translations(cfg: DataConfig, split: str) -> Iterator[dict]:
+    """The rows of a hub split, streamed."""
+    dataset = datasets.load_dataset(
+        cfg.name, cfg.subset, split=split, cache_dir=cfg.cache_dir, streaming=True
+    )
+    return iter(dataset)
+
+
+def hub_reader(cfg: DataConfig, split: str) -> PairReader:
+    """A hub split read (and cached) by `datasets`, then read row by row; with
+    data.streaming, streamed instead (its stamp then names the dataset only: a changed
+    dataset of the same name is not noticed)."""
+    if not cfg.name:
+        raise UserError("data.source=hub needs data.name (e.g. data.name=wmt/wmt14)")
+    languages = f"{cfg.src_lang}>{cfg.tgt_lang}"
+    if cfg.streaming:
+        stamp = f"hub-stream:{cfg.name}:{cfg.subset}:{split}:{languages}"
+        return PairReader(
+            streamed_rows,
+            {"cfg": cfg, "split": split, "stamp": stamp},
+            lambda: check_streamed(cfg, split),
+        )
+    dataset = load_hub_split(cfg, split)
+    stamp = f"hub:{cfg.name}:{cfg.subset}:{split}:{languages}:{dataset._fingerprint}"
+    return PairReader(dataset_rows, {"dataset": dataset, "stamp": stamp})
+
+
 def translation_languages(dataset: datasets.Dataset) -> list[str]:
     feature = dataset.features.get("translation")
     if isinstance(feature, datasets.Translation):
@@ -253,20 +357,21 @@ def split_spec(cfg: DataConfig, split: str) -> str:
     return {"train": cfg.train, "valid": cfg.valid, "test": cfg.test}.get(split, split)
 
 
-def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
-    """The split as a Dataset with columns id, src, tgt (in corpus order)."""
+def pair_reader(cfg: DataConfig, split: str) -> PairReader:
+    """The split's pairs, checked, to be read one at a time (in corpus order)."""
     spec = split_spec(cfg, split)
     if cfg.source == DataSource.multi30k:
-        return load_multi30k_split(cfg, spec)
+        return multi30k_reader(cfg, spec)
     if cfg.source == DataSource.hub:
-        return load_hub_split(cfg, spec)
-    return load_local_split(cfg, spec)
+        return hub_reader(cfg, spec)
+    return local_reader(cfg, spec)
 
 
-def iter_texts(dataset: datasets.Dataset, column: str, batch_size: int = 10_000) -> Iterator[str]:
-    """Stream one text column (e.g. to train the tokenizer) without materialising it."""
-    for batch in dataset.iter(batch_size=batch_size):
-        yield from batch[column]
+def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
+    """The split as a Dataset with columns id, src, tgt (in corpus order)."""
+    if cfg.source == DataSource.hub:
+        return load_hub_split(cfg, split_spec(cfg, split))
+    return pair_reader(cfg, split).dataset(cfg.cache_dir)
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -299,31 +404,39 @@ def encode_split(
     )
 
 
-def clean_training_rows(encoded: datasets.Dataset, cfg: DataConfig) -> np.ndarray:
-    """Rows to train on: pairs with an empty or too long side, or too unequal lengths, are
-    left out, and the counts are logged. (Rows are returned, not a filtered copy, so nothing
-    is rewritten and lengths stay readable from the memory-mapped file.)"""
-    src_len, tgt_len = token_lengths(encoded, "src_ids"), token_lengths(encoded, "tgt_ids")
+def cleaning_mask(
+    src_len: np.ndarray, tgt_len: np.ndarray, cfg: DataConfig
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Which pairs training keeps, and how many were left out for each reason: an empty or
+    too short side, a too long side, or too unequal lengths (all in subword tokens)."""
     shorter, longer = np.minimum(src_len, tgt_len), np.maximum(src_len, tgt_len)
     too_short = shorter < cfg.min_length
     too_long = ~too_short & (longer > cfg.max_length)
     unequal = ~too_short & ~too_long & (longer > cfg.max_length_ratio * shorter)
-    keep = ~(too_short | too_long | unequal)
+    reasons = {
+        "too_short": int(too_short.sum()),
+        "too_long": int(too_long.sum()),
+        "unequal": int(unequal.sum()),
+    }
+    return ~(too_short | too_long | unequal), reasons
+
+
+def log_cleaning(kept: int, total: int, reasons: dict[str, int], cfg: DataConfig) -> None:
+    """One log line with the counts; an error when nothing is left."""
     log.info(
         "cleaning: kept %d of %d pairs (empty or shorter than %d tokens: %d, longer than %d "
         "tokens: %d, length ratio above %g: %d)",
-        keep.sum(),
-        len(keep),
+        kept,
+        total,
         cfg.min_length,
-        too_short.sum(),
+        reasons["too_short"],
         cfg.max_length,
-        too_long.sum(),
+        reasons["too_long"],
         cfg.max_length_ratio,
-        unequal.sum(),
+        reasons["unequal"],
     )
-    if not keep.any():
+    if not kept:
         raise UserError(
             "cleaning removed every training pair: check data.min_length, "
             "data.max_length and data.max_length_ratio"
         )
-    return np.flatnonzero(keep)

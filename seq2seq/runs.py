@@ -24,8 +24,9 @@ from seq2seq.metrics_log import forget_metrics_after
 from seq2seq.model import Transformer, count_parameters
 from seq2seq.precision import describe_precision
 from seq2seq.resume import resume_config
+from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import Trainer
-from seq2seq.training_data import fit_vocabulary, prepare_data
+from seq2seq.training_data import fit_vocabulary, open_training_data, prepare_run_data
 
 log = logging.getLogger("seq2seq")
 
@@ -100,14 +101,12 @@ def train_in_group(
     resumed_step = checkpoint.step_of(latest) if latest is not None else 0
     if world.is_main:  # first: a malformed metrics.jsonl stops training before anything is written
         forget_metrics_after(run_dir / constants.METRICS, resumed_step)
-        tokenizer, data = prepare_data(cfg, run_dir)
+        if latest is not None:  # resuming: the saved model's vocabularies must be the tokenizer's
+            Tokenizer.load(run_dir).check_fits(cfg.model)
+        prepare_run_data(cfg, run_dir)
     if world.world_size > 1:
-        dist.barrier()  # rank 0 trained the tokenizer and filled the encoding cache
-        if not world.is_main:
-            tokenizer, data = prepare_data(cfg, run_dir)
-    latest = checkpoint.latest_checkpoint(run_dir)
-    if latest is not None:  # resuming: the saved model's vocabularies must be the tokenizer's
-        tokenizer.check_fits(cfg.model)
+        dist.barrier()  # rank 0 trained the tokenizer and wrote the shards
+    tokenizer, data = open_training_data(cfg, run_dir)
     fit_vocabulary(cfg, tokenizer)
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)  # the same initial weights in every process
@@ -124,10 +123,9 @@ def train_in_group(
     elif world.is_main:
         checkpoint.write_meta(run_dir, tokenizer.sha256(), choices or {})
         log.info(
-            "model: %s parameters; %d training pairs, %d batches per epoch per process",
+            "model: %s parameters; %s training pairs",
             f"{count_parameters(model):,}",
-            len(data.train),
-            len(trainer.sampler),
+            f"{len(data.train):,}",
         )
     if world.is_main:
         save_config(cfg, run_dir)  # also records overrides given when resuming

@@ -5,7 +5,7 @@ the model sees many segmentations of the same text (`train.subword_alpha`).
 The sample is drawn from the `train.subword_nbest` most likely segmentations of the unigram
 model, segmentation x with probability proportional to P(x)^alpha (the paper's l-best
 sampling). The draw uses a generator seeded by the batch's place in the data order (seed,
-epoch, batch, rank), so a run is reproducible and a resumed run samples exactly what the
+epoch, window, batch, rank), so a run is reproducible and a resumed run samples exactly what the
 uninterrupted run would have.
 """
 
@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    import datasets
-
     from seq2seq.tokenizer import Tokenizer
 
 Segmentations = list[list[int]]  # token ids, one list per sentence
@@ -25,17 +23,9 @@ SAMPLING_STREAM = 0x5E6  # keeps these draws apart from any other generator seed
 
 
 class SampledSegmentation:
-    """Re-encodes rows of a text dataset (columns src, tgt) with sampled segmentations."""
+    """Re-encodes encoded sentences with sampled segmentations of the same text."""
 
-    def __init__(
-        self,
-        text: datasets.Dataset,
-        tokenizer: Tokenizer,
-        alpha: float,
-        nbest: int,
-        max_length: int,
-    ) -> None:
-        self.text = text
+    def __init__(self, tokenizer: Tokenizer, alpha: float, nbest: int, max_length: int) -> None:
         self.tokenizer = tokenizer
         self.alpha = alpha
         self.nbest = nbest
@@ -43,15 +33,18 @@ class SampledSegmentation:
         self.scores = {side: np.array(tokenizer.piece_scores(side)) for side in ("src", "tgt")}
 
     def encode(
-        self, rows: np.ndarray, best: tuple[Segmentations, Segmentations], key: tuple[int, ...]
+        self, best: tuple[Segmentations, Segmentations], key: tuple[int, ...]
     ) -> tuple[Segmentations, Segmentations]:
-        """Sampled (src, tgt) ids of dataset `rows`, drawn as seeded by `key`. A sample longer
-        than data.max_length falls back to the `best` segmentation (which passed cleaning)."""
+        """Sampled (src, tgt) ids of the sentences encoded as `best`, drawn as seeded by `key`.
+        The text is the best segmentation decoded (the tokenizer's normalised text). A sample
+        longer than data.max_length falls back to the best segmentation (which passed
+        cleaning)."""
         rng = np.random.default_rng((SAMPLING_STREAM, *key))
-        texts = self.text[rows.tolist()]
-        src = self.within_limit(self.sample(texts["src"], "src", rng), best[0])
-        tgt = self.within_limit(self.sample(texts["tgt"], "tgt", rng), best[1])
-        return src, tgt
+        sampled = []
+        for side, ids in zip(("src", "tgt"), best, strict=True):
+            texts = self.tokenizer.decode(ids, side)
+            sampled.append(self.within_limit(self.sample(texts, side, rng), ids))
+        return sampled[0], sampled[1]
 
     def within_limit(self, sampled: Segmentations, best: Segmentations) -> Segmentations:
         return [s if len(s) <= self.max_length else b for s, b in zip(sampled, best, strict=True)]

@@ -48,8 +48,7 @@ def train_sentencepiece(sentences: Iterator[str], cfg: TokenizerConfig) -> bytes
             vocab_size=cfg.vocab_size,
             character_coverage=cfg.character_coverage,
             byte_fallback=cfg.byte_fallback,
-            input_sentence_size=cfg.sample_size,
-            shuffle_input_sentence=True,
+            input_sentence_size=0,  # every sentence given: the caller's sample bounds them
             pad_id=PAD_ID,
             unk_id=UNK_ID,
             bos_id=BOS_ID,
@@ -118,9 +117,10 @@ class Tokenizer:
         parts = [f"{side}={hashes[self.files[side].name]}" for side in SIDES]
         return hashlib.sha256(";".join(parts).encode()).hexdigest()
 
-    def encode(self, texts: list[str], side: str) -> list[list[int]]:
-        """Subword ids without bos/eos: the most likely segmentation."""
-        return self.processors[side].encode(texts)
+    def encode(self, texts: list[str], side: str, threads: int | None = None) -> list[list[int]]:
+        """Subword ids without bos/eos: the most likely segmentation (`threads` encoding
+        threads; None: SentencePiece's default)."""
+        return self.processors[side].encode(texts, num_threads=threads)
 
     def nbest(self, texts: list[str], side: str, size: int) -> list[list[list[int]]]:
         """The `size` most likely segmentations of each text, best first (unigram models)."""
@@ -151,6 +151,15 @@ class Tokenizer:
             "sha256": self.sha256(),
         }
         write_atomically(directory / TOKENIZER_MANIFEST, json.dumps(manifest, indent=2).encode())
+
+    def copy_to(self, directory: Path) -> Tokenizer:
+        """The same tokenizer saved into `directory` (its files and manifest copied)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in set(self.files.values()):
+            write_atomically(directory / path.name, path.read_bytes())
+        copy = Tokenizer({side: directory / path.name for side, path in self.files.items()})
+        copy.save_manifest(directory)
+        return copy
 
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:

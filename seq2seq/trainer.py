@@ -45,6 +45,10 @@ from seq2seq.validation import stop_value, validate
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# a scheduler's warning before a time limit (Slurm's --signal; submitit asks for USR2 or USR1)
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
 
 # --------------------------------------------------------------------------- environment
 
@@ -115,6 +119,8 @@ class Trainer:
         self.stop_reason = ""
         self.last_saved_step = -1
         self.interrupted = False  # set by Ctrl-C / SIGTERM, honoured at the next step boundary
+        self.stop_signal: int | None = None  # the signal that set it
+        self.previous_handlers: dict = {}  # the handlers training replaced (stop_on_signals)
         self.metrics = MetricsLog(run_dir, enabled=world.is_main)
 
     # ------------------------------------------------------------------ state
@@ -321,8 +327,8 @@ class Trainer:
         return bool(self.stop_reason)
 
     def fit(self) -> None:
-        """Train until a limit is reached. Ctrl-C or SIGTERM stop at the next step boundary
-        with a checkpoint (a second Ctrl-C aborts at once)."""
+        """Train until a limit is reached. Ctrl-C, SIGTERM, SIGUSR1 or SIGUSR2 stop at the next
+        step boundary with a checkpoint (a second Ctrl-C aborts at once)."""
         self.session_start = clock()
         batches = self.batch_stream()
         progress = tqdm(
@@ -352,6 +358,7 @@ class Trainer:
         if self.interrupted:
             if self.step != self.last_saved_step:
                 self.save()
+            self.hand_over_requeue()
             raise UserError(
                 f"interrupted at step {self.step}; checkpoint saved. Resume with: "
                 f"seq2seq-train run_dir={self.run_dir}"
@@ -369,20 +376,32 @@ class Trainer:
 
     @contextlib.contextmanager
     def stop_on_signals(self) -> Iterator[None]:
+        """Ctrl-C, SIGTERM, SIGUSR1 and SIGUSR2 (a cluster's warning before its time limit)
+        stop training at the end of the step; a second one aborts at once."""
+
         def request_stop(signum, frame) -> None:
             if self.interrupted:  # the second time: stop now
                 raise KeyboardInterrupt
-            self.interrupted = True  # shared with every process at the end of this step
+            self.interrupted, self.stop_signal = True, signum  # shared at the end of this step
             log.warning("stopping after this step (interrupt again to abort without saving)")
 
-        previous = {
-            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        self.previous_handlers = {
+            sig: signal.signal(sig, request_stop) for sig in (*STOP_SIGNALS, *REQUEUE_SIGNALS)
         }
         try:
             yield
         finally:
-            for sig, handler in previous.items():
+            for sig, handler in self.previous_handlers.items():
                 signal.signal(sig, handler)
+
+    def hand_over_requeue(self) -> None:
+        """After the checkpoint is saved: a SIGUSR1 or SIGUSR2 goes on to the handler that was
+        there before training, when there was one: a job launcher's (submitit's requeues the
+        job, which then resumes the run)."""
+        handler = self.previous_handlers.get(self.stop_signal)
+        if self.stop_signal in REQUEUE_SIGNALS and callable(handler):
+            log.info("handing the signal on to the job's launcher to requeue it")
+            handler(self.stop_signal, None)
 
     def log_training(self, stats: StepStats, window: dict, progress: tqdm) -> None:
         seconds = clock() - window["start"]

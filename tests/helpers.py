@@ -99,6 +99,8 @@ RECIPES = [
     "iwslt14_de_en",
     "wmt14_en_de",
     "wmt14_en_de_big",
+    "wmt14_en_fr",
+    "wmt14_en_fr_big",
     "wmt16_en_ro",
 ]
 
@@ -111,3 +113,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> 
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr[-2000:]
     assert message in errors[0], errors[0]
+
+
+def compose_recipe(name: str, overrides: list[str] | None = None) -> Any:
+    """A recipe's config as `seq2seq-train recipe=<name> [overrides]` composes it."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from seq2seq.config import register_configs
+
+    register_configs()
+    with initialize_config_module("seq2seq.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"recipe={name}", *(overrides or [])])
+    return OmegaConf.to_object(cfg)

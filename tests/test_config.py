@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import RECIPES
+from helpers import RECIPES, compose_recipe
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -66,13 +66,6 @@ def test_overrides_are_type_checked():
         compose_model("tiny", ["model.d_model=abc"])
     with pytest.raises(ConfigCompositionException, match="model.norm=middle"):
         compose_model("tiny", ["model.norm=middle"])
-
-
-def compose_recipe(name: str, overrides: list[str] | None = None):
-    register_configs()
-    with initialize_config_module("seq2seq.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[f"recipe={name}", *(overrides or [])])
-    return OmegaConf.to_object(cfg)
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -9,18 +9,20 @@ import shutil
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 from helpers import read_gz_lines
 
 from seq2seq import multi30k as multi30k_source
+from seq2seq.batching import token_lengths
 from seq2seq.config import DataConfig
 from seq2seq.data import (
-    clean_training_rows,
+    cleaning_mask,
     count_lines,
     encode_split,
     load_hub_split,
     load_split,
-    token_lengths,
+    log_cleaning,
 )
 from seq2seq.errors import UserError
 
@@ -313,9 +315,12 @@ def test_cleaning_drops_empty_too_long_and_unequal_pairs_and_logs_counts(tmp_pat
         tmp_path, str(tmp_path / "train.{lang}"), max_length=20, max_length_ratio=3.0
     )
     encoded = encode_split(load_split(cfg, "train"), CharTokenizer())
+    keep, reasons = cleaning_mask(
+        token_lengths(encoded, "src_ids"), token_lengths(encoded, "tgt_ids"), cfg
+    )
     with caplog.at_level(logging.INFO, logger="seq2seq.data"):
-        kept = clean_training_rows(encoded, cfg)
-    assert kept.tolist() == [0, 4]
+        log_cleaning(int(keep.sum()), len(keep), reasons, cfg)
+    assert np.flatnonzero(keep).tolist() == [0, 4]
     assert "kept 2 of 5 pairs" in caplog.text
     assert "shorter than 1 tokens: 1" in caplog.text
     assert "longer than 20 tokens: 1" in caplog.text

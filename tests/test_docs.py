@@ -18,13 +18,13 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from seq2seq.arguments import KEY_VALUE_COMMANDS, with_decode_overrides
-from seq2seq.cli import to_config
+from seq2seq.cli import prepare_overrides, to_config
 from seq2seq.config import DecodeConfig, register_configs
 from seq2seq.overrides import check_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "recipes" / "README.md"]
-HYDRA_COMMANDS = {"seq2seq-train", "seq2seq-info"}
+HYDRA_COMMANDS = {"seq2seq-train", "seq2seq-info", "seq2seq-prepare"}
 
 
 def shown_commands() -> list[tuple[str, list[str]]]:
@@ -73,8 +73,14 @@ def test_the_docs_show_every_command():
 @pytest.mark.parametrize("page, argv", COMMANDS, ids=[" ".join(a)[:70] for _, a in COMMANDS])
 def test_every_command_in_the_docs_parses(page, argv):
     command, arguments = argv[0], [a for a in argv[1:] if a not in ("--cfg", "job")]
+    if command == "seq2seq-prepare":
+        arguments = prepare_overrides(arguments)
     if command in HYDRA_COMMANDS:
-        check_overrides(arguments)
+        sweep = "-m" in arguments
+        arguments = [a for a in arguments if a != "-m"]
+        check_overrides(arguments, multirun=sweep)
+        if sweep:  # each job's config: the first value of every swept key
+            arguments = [a.split(",")[0] for a in arguments]
         register_configs()
         with initialize_config_module("seq2seq.conf", version_base="1.3"):
             to_config(compose("config", overrides=arguments))

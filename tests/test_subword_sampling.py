@@ -4,47 +4,62 @@ length limit."""
 
 from __future__ import annotations
 
-import datasets
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from toy import write_toy_corpus
 
-from seq2seq.batching import Batch, EncodedSplit
-from seq2seq.config import Config, SubwordModel, TokenizerConfig, TrainConfig
+from seq2seq.batching import Batch
+from seq2seq.config import Config, DataConfig, SubwordModel, TokenizerConfig, TrainConfig
 from seq2seq.constants import PAD_ID
-from seq2seq.data import encode_split
 from seq2seq.errors import ConfigError
+from seq2seq.prepare import prepare
+from seq2seq.sharded_batching import ShardedSplit
 from seq2seq.subword_sampling import SampledSegmentation
 from seq2seq.tokenizer import Tokenizer
+from seq2seq.training_data import training_split
 
 MAX_TOKENS = 300
 
 
 @pytest.fixture(scope="module")
-def text(tmp_path_factory) -> datasets.Dataset:
-    corpus = write_toy_corpus(tmp_path_factory.mktemp("toy"), {"train": 1500})
-    src, tgt = ((corpus / f"train.{lang}").read_text().splitlines() for lang in ("en", "de"))
-    return datasets.Dataset.from_dict({"id": list(range(len(src))), "src": src, "tgt": tgt})
+def prepared(tmp_path_factory) -> tuple[Path, dict]:
+    """The toy corpus (1,500 training pairs) prepared into three shards."""
+    root = tmp_path_factory.mktemp("toy")
+    corpus = write_toy_corpus(root / "corpus", {"train": 1500, "valid": 20})
+    config = Config(
+        data=DataConfig(
+            source="files",
+            train=str(corpus / "train"),
+            valid=str(corpus / "valid"),
+            shard_pairs=500,
+        ),
+        tokenizer=TokenizerConfig(vocab_size=64, byte_fallback=False),
+    )
+    return root / "prepared", prepare(config, root / "prepared")
 
 
 @pytest.fixture(scope="module")
-def tokenizer(text, tmp_path_factory) -> Tokenizer:
-    directory = tmp_path_factory.mktemp("spm")
-    texts = {"src": iter(text["src"]), "tgt": iter(text["tgt"])}
-    config = TokenizerConfig(vocab_size=64, byte_fallback=False)
-    return Tokenizer.train(config, texts, directory)
+def tokenizer(prepared) -> Tokenizer:
+    return Tokenizer.load(prepared[0])
 
 
-def training_split(
-    text: datasets.Dataset, tokenizer: Tokenizer, alpha: float = 0.3, max_length: int = 250
-) -> EncodedSplit:
-    split = EncodedSplit.from_dataset(encode_split(text, tokenizer))
-    split.sampling = SampledSegmentation(text, tokenizer, alpha, 8, max_length)
+def plain_split(prepared) -> ShardedSplit:
+    """The training split without sampling (positions are line numbers: one corpus)."""
+    return training_split(*prepared, DataConfig(window_pairs=1000))
+
+
+def sampled_split(prepared, tokenizer, alpha: float = 0.3, max_length: int = 250) -> ShardedSplit:
+    """The training split (cleaned with the default limits: the same pairs whatever
+    `max_length`) whose batches sample segmentations no longer than `max_length`."""
+    split = plain_split(prepared)
+    split.sampling = SampledSegmentation(tokenizer, alpha, 8, max_length)
     return split
 
 
-def batches(split: EncodedSplit, count: int, state: dict | None = None) -> list[Batch]:
+def batches(split: ShardedSplit, count: int, state: dict | None = None) -> list[Batch]:
     """The next `count` training batches of a fresh sampler (resumed from `state` if given)."""
     sampler = split.sampler(MAX_TOKENS, seed=3)
     if state is not None:
@@ -66,12 +81,11 @@ def same(a: Batch, b: Batch) -> bool:
     return torch.equal(a.src, b.src) and torch.equal(a.tgt_out, b.tgt_out)
 
 
-def test_sampled_batches_spell_the_same_text_in_other_pieces(text, tokenizer):
-    split = training_split(text, tokenizer)
-    plain = EncodedSplit.from_dataset(split.dataset)
+def test_sampled_batches_spell_the_same_text_in_other_pieces(prepared, tokenizer):
+    plain = plain_split(prepared)
     changed = 0
-    for batch in batches(split, 10):
-        best = plain.batch(batch.ids.numpy())  # dataset rows are the ids here
+    for batch in batches(sampled_split(prepared, tokenizer), 10):
+        best = plain.batch(batch.ids.numpy())
         for side in ("src", "tgt_out"):
             sampled_ids, best_ids = getattr(batch, side).tolist(), getattr(best, side).tolist()
             lang = "src" if side == "src" else "tgt"
@@ -80,17 +94,18 @@ def test_sampled_batches_spell_the_same_text_in_other_pieces(text, tokenizer):
     assert changed > 100
 
 
-def test_the_same_place_in_the_data_order_samples_the_same_segmentation(text, tokenizer):
-    split = training_split(text, tokenizer)
+def test_the_same_place_in_the_data_order_samples_the_same_segmentation(prepared, tokenizer):
+    split = sampled_split(prepared, tokenizer)
     sampler = split.sampler(MAX_TOKENS, seed=3)
-    per_epoch = len(sampler)
+    per_epoch = sum(1 for _ in split.sampler(MAX_TOKENS, seed=3))
     first = batches(split, per_epoch + 8)
-    again = batches(training_split(text, tokenizer), per_epoch + 8)
+    again = batches(sampled_split(prepared, tokenizer), per_epoch + 8)
     assert all(same(a, b) for a, b in zip(first, again, strict=True))
 
-    resumed = batches(split, 8, state={**sampler.state_dict(), "epoch": 1, "position": 0})
+    state = sampler.state_dict()
+    resumed = batches(split, 8, state={**state, "epoch": 1, "window": 0, "position": 0})
     assert all(same(a, b) for a, b in zip(first[per_epoch:], resumed, strict=True))
-    mid_epoch = batches(split, 8, state={**sampler.state_dict(), "epoch": 0, "position": 5})
+    mid_epoch = batches(split, 8, state={**state, "epoch": 0, "window": 0, "position": 5})
     assert all(same(a, b) for a, b in zip(first[5:13], mid_epoch, strict=True))
 
     # the next epoch re-segments: the same sentences, other pieces
@@ -99,12 +114,18 @@ def test_the_same_place_in_the_data_order_samples_the_same_segmentation(text, to
     assert differ >= len(epoch1) // 10
 
 
-def test_every_part_of_the_key_changes_the_sample(text, tokenizer):
-    split = training_split(text, tokenizer)
+def test_every_part_of_the_key_changes_the_sample(prepared, tokenizer):
+    split = sampled_split(prepared, tokenizer)
     positions = np.arange(40)
-    key = (3, 0, 1, 0)  # seed, epoch, batch, rank
+    key = (3, 0, 0, 1, 0)  # seed, epoch, window, batch, rank
     assert same(split.batch(positions, key), split.batch(positions, key))
-    for other in ((4, 0, 1, 0), (3, 1, 1, 0), (3, 0, 2, 0), (3, 0, 1, 1)):
+    for other in (
+        (4, 0, 0, 1, 0),
+        (3, 1, 0, 1, 0),
+        (3, 0, 1, 1, 0),
+        (3, 0, 0, 2, 0),
+        (3, 0, 0, 1, 1),
+    ):
         assert not same(split.batch(positions, key), split.batch(positions, other)), other
 
 
@@ -114,9 +135,11 @@ def unpadded(batch: Batch, side: str, row: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("side", ["src", "tgt"])
-def test_a_sample_longer_than_the_length_limit_keeps_the_best_segmentation(text, tokenizer, side):
-    plain = EncodedSplit.from_dataset(encode_split(text, tokenizer))
-    (free,) = batches(training_split(text, tokenizer, alpha=0.1, max_length=10**6), 1)
+def test_a_sample_longer_than_the_length_limit_keeps_the_best_segmentation(
+    prepared, tokenizer, side
+):
+    plain = plain_split(prepared)
+    (free,) = batches(sampled_split(prepared, tokenizer, alpha=0.1, max_length=10**6), 1)
     best = plain.batch(free.ids.numpy())
     rows = range(len(free))
     resampled = [
@@ -125,7 +148,7 @@ def test_a_sample_longer_than_the_length_limit_keeps_the_best_segmentation(text,
         if not torch.equal(unpadded(free, side, r), unpadded(best, side, r))
     ]
     limit = max(resampled) - 2  # the longest resampled row (+ eos) is too long
-    (limited,) = batches(training_split(text, tokenizer, alpha=0.1, max_length=limit), 1)
+    (limited,) = batches(sampled_split(prepared, tokenizer, alpha=0.1, max_length=limit), 1)
     fallbacks = 0
     for r in rows:
         free_ids, limited_ids, best_ids = (unpadded(b, side, r) for b in (free, limited, best))

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -133,9 +134,28 @@ def test_results_hold_test_scores_with_signatures(finished_run):
     assert len(hypotheses) == 40
 
 
-@pytest.mark.parametrize("sampling", [{}, {"train__subword_alpha": 0.3}], ids=["best", "sampled"])
-def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path, sampling):
-    common = {"train__max_steps": 12, "train__validate_every": 6, **QUICK, **sampling}
+def prepared_data(corpus: Path, directory: Path) -> dict:
+    """The toy corpus prepared into shards of 200 pairs, batched two shards at a time."""
+    subprocess.run(
+        [
+            installed_script("seq2seq-prepare"),
+            *toy_overrides(corpus, directory / "unused", data__shard_pairs=200),
+            f"out={directory}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return {"data__prepared": directory, "data__window_pairs": 400}
+
+
+@pytest.mark.parametrize("data", ["best", "sampled", "prepared"])
+def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path, data):
+    variant = {
+        "best": lambda: {},
+        "sampled": lambda: {"train__subword_alpha": 0.3},
+        "prepared": lambda: prepared_data(corpus, tmp_path / "prepared"),
+    }[data]()
+    common = {"train__max_steps": 12, "train__validate_every": 6, **QUICK, **variant}
     straight = tmp_path / "straight"
     seq2seq_train(*toy_overrides(corpus, straight, **common))
 
@@ -156,7 +176,7 @@ def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path, s
     assert logged == sorted(set(logged))  # the killed session's extra records were dropped
 
     sampling_logged = "subword regularisation" in (killed / "train.log").read_text()
-    assert sampling_logged == bool(sampling)
+    assert sampling_logged == (data == "sampled")
     expected, resumed = (
         weights(straight / "model.safetensors"),
         weights(killed / "model.safetensors"),
@@ -169,7 +189,9 @@ def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path, s
     ][-6:]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path, stop):
+    """Ctrl-C, SIGTERM (pre-emption), SIGUSR1 and SIGUSR2 (a time limit coming) alike."""
     run_dir = tmp_path / "interrupted"
     process = subprocess.Popen(
         [
@@ -188,7 +210,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
             and len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3
         )
     )
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2, stderr[-2000:]
     assert "Traceback" not in stderr
@@ -299,6 +321,79 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(co
         torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def start_node(corpus: Path, run_dir: Path, port: int, **settings: object) -> subprocess.Popen:
+    """One "node" of a two-node job: torchrun with one process, meeting the other through the
+    c10d rendezvous on localhost (as two machines would meet at the first one's address)."""
+    return subprocess.Popen(
+        [
+            installed_script("torchrun"),
+            "--nnodes=2",
+            "--nproc_per_node=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=localhost:{port}",
+            "--rdzv-id=seq2seq-two-nodes",
+            installed_script("seq2seq-train"),
+            *toy_overrides(corpus, run_dir, **settings),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,  # a node is killed with all its processes
+    )
+
+
+def finish(nodes: list[subprocess.Popen]) -> list[str]:
+    logs = [node.communicate(timeout=600)[1] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(log[-2000:] for log in logs)
+    return logs
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_nodes_meeting_through_the_rendezvous_train_like_one_process(corpus, tmp_path):
+    """Two torchrun launches (--nnodes=2, c10d rendezvous, gloo), one process each, against
+    one process with train.accumulate=2; a node killed mid-run leaves a run both nodes resume."""
+    common = {"train__max_steps": 8, "train__validate_every": 2, "model__dropout": 0.0, **QUICK}
+    single = tmp_path / "single"
+    seq2seq_train(*toy_overrides(corpus, single, train__accumulate=2, **common))
+    two_nodes = tmp_path / "two_nodes"
+    port = free_port()
+    finish([start_node(corpus, two_nodes, port, **common) for _ in range(2)])
+    single_losses = [r["loss"] for r in metrics(single, "train")]
+    assert [r["loss"] for r in metrics(two_nodes, "train")] == pytest.approx(
+        single_losses, rel=1e-4
+    )
+    expected, actual = (
+        weights(single / "model.safetensors"),
+        weights(two_nodes / "model.safetensors"),
+    )
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4)
+
+    killed = tmp_path / "killed"
+    port = free_port()
+    nodes = [start_node(corpus, killed, port, **common) for _ in range(2)]
+    wait_for(lambda: checkpoint.step_dir(killed, 4).is_dir())
+    os.killpg(nodes[1].pid, signal.SIGKILL)
+    try:  # the other node's process fails when its peer goes
+        nodes[0].communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(nodes[0].pid, signal.SIGKILL)
+        nodes[0].communicate()
+    assert nodes[0].returncode != 0
+    port = free_port()
+    finish([start_node(corpus, killed, port, **common) for _ in range(2)])
+    resumed = weights(killed / "model.safetensors")
+    for name in actual:
+        torch.testing.assert_close(resumed[name], actual[name], atol=1e-5, rtol=1e-4)
+
+
 def test_early_stopping_after_patience_validations_without_improvement(corpus, tmp_path):
     run_dir = tmp_path / "run"
     result = seq2seq_train(
@@ -365,13 +460,14 @@ def test_a_trainer_can_be_stepped_without_fit(corpus, tmp_path):
     from seq2seq.distributed import Distributed
     from seq2seq.model import Transformer
     from seq2seq.trainer import Trainer
-    from seq2seq.training_data import fit_vocabulary, prepare_data
+    from seq2seq.training_data import fit_vocabulary, open_training_data, prepare_run_data
 
     register_configs()
     with initialize_config_module("seq2seq.conf", version_base="1.3"):
         composed = compose("config", overrides=toy_overrides(corpus, tmp_path / "run"))
     cfg = OmegaConf.to_object(composed)
-    tokenizer, data = prepare_data(cfg, tmp_path / "run")
+    prepare_run_data(cfg, tmp_path / "run")
+    tokenizer, data = open_training_data(cfg, tmp_path / "run")
     fit_vocabulary(cfg, tokenizer)
     trainer = Trainer(
         cfg,
@@ -387,3 +483,82 @@ def test_a_trainer_can_be_stepped_without_fit(corpus, tmp_path):
     for _ in range(20):
         last = trainer.train_step([next(batches)])
     assert last.nll < first.nll
+
+
+def test_a_sweep_trains_each_job_in_a_run_directory_of_its_own(corpus, tmp_path):
+    overrides = toy_overrides(
+        corpus, tmp_path, train__max_steps=2, train__validate_every=2, **QUICK
+    )
+    without_run_dir = [o for o in overrides if not o.startswith("run_dir=")]
+    result = subprocess.run(
+        [installed_script("seq2seq-train"), "-m", *without_run_dir, "optim.lr=0.003,0.001"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "custom").iterdir()
+    assert sweep.name.startswith("sweep-")
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job, lr in (("0", 0.003), ("1", 0.001)):
+        saved = (sweep / job / "config.yaml").read_text()
+        assert f"lr: {lr}" in saved, saved
+        assert [r["step"] for r in metrics(sweep / job, "train")] == [1, 2]
+
+    named = tmp_path / "named"
+    seq2seq_train("-m", *without_run_dir, f"run_dir={named}", "train.seed=1,2")
+    assert sorted(p.name for p in named.iterdir() if p.is_dir()) == ["0", "1"]
+
+
+def processes_running(marker: str) -> list[int]:
+    """The PIDs of the processes whose command line contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and marker in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_submitit_job_warned_of_its_time_limit_is_requeued_and_resumes_exactly(corpus, tmp_path):
+    """Slurm's warning before a time limit (SIGUSR2 or SIGUSR1, as submitit asks) to a job of
+    Hydra's submitit launcher:
+    the step ends, a checkpoint is saved, submitit requeues the job, and the job resumes the run
+    to the same weights as a run never stopped."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from submitit.core.job_environment import JobEnvironment
+
+    warning = JobEnvironment._usr_sig()  # the signal submitit listens for
+    common = {"train__max_steps": 300, "train__validate_every": 10, **QUICK}
+    straight = tmp_path / "straight"
+    seq2seq_train(*toy_overrides(corpus, straight, **common))
+    sweep = tmp_path / "sweep"
+    launcher = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "hydra.launcher.cpus_per_task=1",
+    ]
+    process = subprocess.Popen(
+        [installed_script("seq2seq-train"), *launcher, *toy_overrides(corpus, sweep, **common)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    job = sweep / "0"
+    wait_for(lambda: checkpoint.step_dir(job, 20).is_dir())
+    (task,) = processes_running(f"submitit.core._submit {sweep}")
+    os.kill(task, warning)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    log = (job / "train.log").read_text()
+    assert "handing the signal on to the job's launcher" in log
+    assert "resuming from" in log
+    expected, resumed = weights(straight / "model.safetensors"), weights(job / "model.safetensors")
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
