@@ -13,7 +13,9 @@ For each corpus size:
    the tokenizer). Its resident memory is polled every 0.2 s; the stages are told apart by the
    log lines it writes (sampling, tokenizer training, encoding).
 3. A training process streams the prepared shards: every batch of one epoch (25,000-token
-   batches, the paper's), with the model step skipped. Peak RSS, batches/s and tokens/s.
+   batches, the paper's), with the model step skipped. Peak RSS, batches/s, tokens/s and the
+   padding fraction.
+With --multi30k, also the padding of Multi30k's 4,096-token training batches.
 
 One JSON line per corpus size goes to <workdir>/scale.jsonl.
 """
@@ -96,8 +98,8 @@ def resident_mb(pid: int) -> float:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0.0
-    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-    return int(line.split()[1]) / 1024
+    lines = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+    return int(lines[0].split()[1]) / 1024 if lines else 0.0  # none once it is a zombie
 
 
 def run_measured(command: list[str]) -> tuple[list[tuple[float, str]], list[tuple[float, float]]]:
@@ -172,10 +174,11 @@ def stream_batches(prepared: str, max_tokens: str) -> None:
     start = time.monotonic()
     split = training_split(directory, manifest, DataConfig())
     sampler = split.sampler(int(max_tokens), seed=1)
-    batches = tokens = 0
+    batches = tokens = padded = 0
     for batch in split.batches(sampler):
         batches += 1
         tokens += batch.src_tokens + batch.tgt_tokens
+        padded += batch.src.numel() + batch.tgt_in.numel()
     seconds = time.monotonic() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -185,6 +188,7 @@ def stream_batches(prepared: str, max_tokens: str) -> None:
                 "stream_batches_per_s": round(batches / seconds),
                 "stream_tokens_per_s": round(tokens / seconds),
                 "stream_peak_rss_mb": round(peak),
+                "padding_fraction": round(1 - tokens / padded, 4),
                 "pairs_in_use": len(split),
             }
         )
@@ -197,6 +201,20 @@ def stream(out: Path, max_tokens: int) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
+def multi30k_padding(multi30k: Path, workdir: Path) -> dict:
+    """Multi30k prepared (8k joint pieces) and one epoch of 4,096-token batches streamed."""
+    out = workdir / "prepared-multi30k"
+    command = [
+        "seq2seq-prepare",
+        "recipe=multi30k_en_de",
+        f"data.root={multi30k}",
+        "tokenizer.vocab_size=8000",
+        f"out={out}",
+    ]
+    subprocess.run(command, capture_output=True, check=True)
+    return stream(out, 4096)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--stream"]:
         stream_batches(*sys.argv[2:4])
@@ -205,7 +223,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--max-tokens", type=int, default=25_000)
+    parser.add_argument("--multi30k", type=Path, help="also: padding of Multi30k's batches")
     args = parser.parse_args()
+    if args.multi30k:
+        print(json.dumps({"multi30k": multi30k_padding(args.multi30k, args.workdir)}), flush=True)
     for pairs in args.pairs:
         corpus, out = args.workdir / f"corpus-{pairs}", args.workdir / f"prepared-{pairs}"
         if not (corpus / "valid.de").is_file():
