@@ -28,7 +28,11 @@ def train(run_dir: Path, multi30k: Path, steps: int, device: str, precision: str
     command = [
         "seq2seq-train",
         "recipe=multi30k_en_de",
-        "model=small",
+        "model=small",  # the recipe sets its own shape: the small model's, explicitly
+        "model.d_model=256",
+        "model.encoder_layers=3",
+        "model.decoder_layers=3",
+        "model.ffn_dim=1024",
         f"data.root={multi30k}",
         f"run_dir={run_dir}",
         f"train.device={device}",

@@ -153,7 +153,7 @@ class DataConfig:
     subset: str | None = None  # hub: the dataset's config, e.g. de-en
     streaming: bool = False  # hub: read the dataset as a stream instead of downloading it whole
     cache_dir: str | None = None  # downloads and encoded splits; None = the usual caches
-    num_proc: int = 2  # processes that encode the corpus
+    num_proc: int = 2  # threads that encode a corpus being prepared (processes for test sets)
     # Prepared data (seq2seq-prepare out=<dir>): training reads its shards, never the text
     prepared: str | None = None  # a directory written by seq2seq-prepare
     shard_pairs: int = 100_000  # pairs per shard when preparing
@@ -178,6 +178,11 @@ class DataConfig:
             )
         if self.max_length_ratio < 1:
             raise ConfigError(f"data.max_length_ratio must be >= 1, got {self.max_length_ratio}")
+        if self.streaming and self.source != DataSource.hub:
+            raise ConfigError(
+                f"data.streaming reads hub datasets; data.source is {self.source.value}: "
+                "set data.streaming=false or data.source=hub"
+            )
         for name in ("num_proc", "shard_pairs", "window_pairs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be at least 1, got {getattr(self, name)}")

@@ -124,15 +124,7 @@ class WindowSampler:
             )
             return
         now = self.state_dict()
-        for key in (
-            "seed",
-            "max_tokens",
-            "world_size",
-            "shards",
-            "pairs",
-            "window_shards",
-            "shuffle",
-        ):
+        for key in RESUME_KEYS:
             if state[key] != now[key]:
                 raise ConfigError(
                     f"cannot resume the data order: {key} was {state[key]} when the run was "

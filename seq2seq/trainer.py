@@ -379,11 +379,19 @@ class Trainer:
         """Ctrl-C, SIGTERM, SIGUSR1 and SIGUSR2 (a cluster's warning before its time limit)
         stop training at the end of the step; a second one aborts at once."""
 
+        stops: list[int] = []  # Ctrl-C and SIGTERM received
+
         def request_stop(signum, frame) -> None:
-            if self.interrupted:  # the second time: stop now
+            if signum in REQUEUE_SIGNALS:  # with or without a SIGTERM: a pre-empted job gets both
+                self.stop_signal = signum  # handed on to the launcher once the checkpoint is saved
+            elif stops:  # the second Ctrl-C or SIGTERM: stop now
                 raise KeyboardInterrupt
-            self.interrupted, self.stop_signal = True, signum  # shared at the end of this step
-            log.warning("stopping after this step (interrupt again to abort without saving)")
+            else:
+                stops.append(signum)
+                self.stop_signal = self.stop_signal or signum
+            if not self.interrupted:
+                log.warning("stopping after this step (interrupt again to abort without saving)")
+            self.interrupted = True  # shared with every process at the end of this step
 
         self.previous_handlers = {
             sig: signal.signal(sig, request_stop) for sig in (*STOP_SIGNALS, *REQUEUE_SIGNALS)

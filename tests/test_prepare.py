@@ -411,3 +411,8 @@ def test_a_data_order_saved_by_an_earlier_version_resumes_at_the_next_epoch_star
     assert "resumes at the start of epoch 4" in caplog.text
     sampler.load_state_dict({"epoch": 3, "position": 0, "seed": 0, "max_tokens": 100})
     assert sampler.epoch == 3  # an epoch not started yet is not skipped
+
+
+def test_streaming_is_for_hub_datasets():
+    with pytest.raises(ConfigError, match="data.streaming reads hub datasets; data.source is"):
+        DataConfig(streaming=True)

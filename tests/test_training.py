@@ -189,7 +189,17 @@ def test_resume_after_a_kill_gives_bitwise_identical_weights(corpus, tmp_path, d
     ][-6:]
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
+@pytest.mark.parametrize(
+    "stop",
+    [
+        [signal.SIGINT],
+        [signal.SIGTERM],
+        [signal.SIGUSR1],
+        [signal.SIGUSR2],
+        [signal.SIGTERM, signal.SIGUSR2],  # a pre-empted submitit job gets both
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGTERM+SIGUSR2"],
+)
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path, stop):
     """Ctrl-C, SIGTERM (pre-emption), SIGUSR1 and SIGUSR2 (a time limit coming) alike."""
     run_dir = tmp_path / "interrupted"
@@ -210,7 +220,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path, stop):
             and len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3
         )
     )
-    process.send_signal(stop)
+    for each in stop:
+        process.send_signal(each)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2, stderr[-2000:]
     assert "Traceback" not in stderr
