@@ -112,6 +112,31 @@ def token_budget_batches(order: np.ndarray, sizes: np.ndarray, max_tokens: int) 
     return batches
 
 
+def check_sampler_arguments(max_tokens: int, world_size: int, rank: int) -> None:
+    if max_tokens <= 0:
+        raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+
+
+def bucketed_batches(
+    src_lengths: np.ndarray,
+    tgt_lengths: np.ndarray,
+    max_tokens: int,
+    rng: np.random.Generator | None,
+) -> list[np.ndarray]:
+    """Indices sorted by source, then target length (ties in an order drawn from `rng`), cut
+    into token-budget batches, the batches shuffled by `rng`; None: no shuffling at all."""
+    count = len(src_lengths)
+    tie_break = rng.permutation(count) if rng is not None else np.arange(count)
+    order = np.lexsort((tie_break, tgt_lengths, src_lengths))
+    sizes = np.maximum(src_lengths, tgt_lengths) + 1  # + eos on the source, bos/eos on the target
+    batches = token_budget_batches(order, sizes, max_tokens)
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
 class TokenBudgetSampler:
     """Yields arrays of example indices, one per batch, for one rank; resumable mid-epoch."""
 
@@ -125,10 +150,7 @@ class TokenBudgetSampler:
         world_size: int = 1,
         rank: int = 0,
     ) -> None:
-        if max_tokens <= 0:
-            raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world size {world_size}")
+        check_sampler_arguments(max_tokens, world_size, rank)
         self.src_lengths = np.asarray(src_lengths)
         self.tgt_lengths = np.asarray(tgt_lengths)
         # +1: eos on the source, bos/eos on the target
@@ -150,13 +172,8 @@ class TokenBudgetSampler:
 
     def all_batches(self, epoch: int) -> list[np.ndarray]:
         """Every rank's batches of `epoch`, in the order they are handed out."""
-        rng = np.random.default_rng([self.seed, epoch])
-        tie_break = rng.permutation(len(self.sizes)) if self.shuffle else np.arange(len(self.sizes))
-        order = np.lexsort((tie_break, self.tgt_lengths, self.src_lengths))  # by src, then tgt
-        batches = token_budget_batches(order, self.sizes, self.max_tokens)
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        return bucketed_batches(self.src_lengths, self.tgt_lengths, self.max_tokens, rng)
 
     def rank_batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's share: every world_size-th batch, trailing remainder dropped."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seq2seq.batching import Batch, collate, token_budget_batches
+from seq2seq.batching import Batch, bucketed_batches, check_sampler_arguments, collate
 from seq2seq.config import DataConfig
 from seq2seq.data import cleaning_mask, log_cleaning
 from seq2seq.errors import ConfigError
@@ -48,10 +48,7 @@ class WindowSampler:
         world_size: int = 1,
         rank: int = 0,
     ) -> None:
-        if max_tokens <= 0:
-            raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world size {world_size}")
+        check_sampler_arguments(max_tokens, world_size, rank)
         self.shard_count, self.pairs = shard_count, pairs  # pairs in use, all shards
         self.lengths, self.window_shards = lengths, window_shards
         self.max_tokens, self.seed, self.shuffle = max_tokens, seed, shuffle
@@ -72,12 +69,8 @@ class WindowSampler:
         positions = np.concatenate([p[0] for p in parts])
         src_len, tgt_len = (np.concatenate([p[k] for p in parts]) for k in (1, 2))
         rng = np.random.default_rng([BATCH_ORDER, self.seed, epoch, window])
-        tie_break = rng.permutation(len(positions)) if self.shuffle else np.arange(len(positions))
-        order = np.lexsort((tie_break, tgt_len, src_len))  # by source length, then target
-        sizes = np.maximum(src_len, tgt_len) + 1  # + eos on the source, bos/eos on the target
-        batches = [positions[b] for b in token_budget_batches(order, sizes, self.max_tokens)]
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
+        picked = bucketed_batches(src_len, tgt_len, self.max_tokens, rng if self.shuffle else None)
+        batches = [positions[b] for b in picked]
         usable = len(batches) - len(batches) % self.world_size
         return batches[self.rank : usable : self.world_size]
 
